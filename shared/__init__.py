@@ -1,0 +1,1 @@
+"""The contract both sides import: settings, errors, job states, catalog, queue names, database."""

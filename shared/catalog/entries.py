@@ -1,0 +1,155 @@
+"""Catalog entries as pydantic models, loaded from ``models.toml`` and checked at start-up."""
+
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal
+from functools import lru_cache
+from importlib import resources
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.errors import ConfigurationError
+
+ParamType = Literal["string", "integer", "number", "image", "image_list", "object_list"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParamRule(_Strict):
+    """What one parameter accepts for one model, and the upstream field it maps to."""
+
+    type: ParamType = "string"
+    required: bool = False
+    min: float | None = None
+    max: float | None = None
+    max_length: int | None = None
+    max_items: int | None = None
+    choices: tuple[str, ...] | None = None
+    default: str | int | float | None = None
+    upstream: str | Literal[False] | None = None
+
+    def upstream_name(self, name: str) -> str | None:
+        if self.upstream is False:
+            return None
+        return self.upstream or name
+
+
+class Price(_Strict):
+    """A price per delivered image or per request, optionally varying with one parameter's value."""
+
+    per: Literal["image", "request"]
+    amount: Decimal = Field(ge=0)
+    by: str | None = None
+    amounts: dict[str, Decimal] = Field(default_factory=dict)
+
+    def unit_amount(self, params: dict[str, object]) -> Decimal:
+        if self.by is not None:
+            value = params.get(self.by)
+            if isinstance(value, str) and value in self.amounts:
+                return self.amounts[value]
+        return self.amount
+
+
+class PriceSnapshot(_Strict):
+    """The price taken at submit time; cost is computed from it on success only."""
+
+    per: Literal["image", "request"]
+    unit_amount: Decimal
+    currency: str
+
+    def cost(self, *, images_delivered: int) -> Decimal:
+        return self.unit_amount if self.per == "request" else self.unit_amount * images_delivered
+
+
+class Operation(_Strict):
+    """One kind of work a model does, chosen by which parameters are present."""
+
+    name: str
+    when_any: tuple[str, ...] = ()
+    price: Price | None = None
+
+
+class PollingPolicy(_Strict):
+    """How an async job is polled: first poll, exponential growth with jitter, cap, and deadline."""
+
+    first_poll_s: float = Field(default=4.0, gt=0, le=300)
+    base_s: float = Field(default=2.0, gt=0, le=300)
+    factor: float = Field(default=1.5, ge=1.0, le=4.0)
+    max_s: float = Field(default=30.0, gt=0, le=300)
+    jitter: float = Field(default=0.1, ge=0, le=0.5)
+    deadline_s: float = Field(default=900.0, gt=0, le=7 * 24 * 3600)
+
+
+class Variant(_Strict):
+    """One value of a model's variant parameter (e.g. Kling ``model_name``)."""
+
+    upstream_model: str
+    prices: dict[str, Price]
+
+
+class ModelEntry(_Strict):
+    """One public model name."""
+
+    name: str = ""
+    provider: str
+    upstream_model: str | None = None
+    variant_param: str | None = None
+    variants: dict[str, Variant] = Field(default_factory=dict)
+    currency: str
+    price_source: str
+    params: dict[str, ParamRule]
+    operations: tuple[Operation, ...] = Field(min_length=1)
+    polling: PollingPolicy = PollingPolicy()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.variant_param is None:
+            if self.upstream_model is None:
+                raise ValueError("a model without variants needs upstream_model")
+            if any(op.price is None for op in self.operations):
+                raise ValueError("every operation of a model without variants needs a price")
+        else:
+            if not self.variants:
+                raise ValueError(f"variant_param {self.variant_param!r} needs variants")
+            op_names = {op.name for op in self.operations}
+            for value, variant in self.variants.items():
+                unknown = set(variant.prices) - op_names
+                if unknown:
+                    raise ValueError(f"variant {value!r} prices unknown operations {sorted(unknown)}")
+        if self.operations[-1].when_any:
+            raise ValueError("the last operation is the default and must not have when_any")
+        return self
+
+
+class Catalog(_Strict):
+    """Every public model, by name."""
+
+    models: dict[str, ModelEntry]
+
+    def get(self, name: str) -> ModelEntry | None:
+        return self.models.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+
+def parse_catalog(text: str) -> Catalog:
+    """Parse catalog TOML text; raises ``ConfigurationError`` naming the bad entry."""
+    try:
+        raw = tomllib.loads(text)
+        for name, entry in raw.get("models", {}).items():
+            entry["name"] = name
+        return Catalog.model_validate(raw)
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ConfigurationError(f"invalid model catalog: {exc}") from exc
+
+
+@lru_cache(maxsize=1)
+def load_catalog() -> Catalog:
+    """The catalog shipped with the package."""
+    text = resources.files("shared.catalog").joinpath("models.toml").read_text(encoding="utf-8")
+    return parse_catalog(text)

@@ -1,0 +1,185 @@
+"""One Settings object for every process, read from ``IMAGEJOBS_*`` environment variables.
+
+Nested sections use ``__``: ``IMAGEJOBS_KLING__ACCESS_KEY``, ``IMAGEJOBS_CELERY__VISIBILITY_TIMEOUT_S``.
+A provider without real credentials is pointed at the local emulator with the emulator's credentials.
+Only this module reads the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+
+#: credentials the emulator accepts by default (not secrets: they only open the local stand-in)
+EMULATOR_KLING_ACCESS_KEY = "emulator-ak"
+EMULATOR_KLING_SECRET_KEY = "emulator-sk"
+EMULATOR_OPENAI_API_KEY = "emulator-openai-key"
+
+
+class CelerySettings(BaseModel):
+    """Broker timings; the same values must hold in every process (soft < hard < visibility)."""
+
+    visibility_timeout_s: int = Field(default=900, ge=60)
+    soft_time_limit_s: int = Field(default=240, ge=5)
+    time_limit_s: int = Field(default=270, ge=10)
+    worker_concurrency: int = Field(default=16, ge=1, le=512)
+    eta_task_limit: int = Field(default=2000, ge=10)
+    task_events: bool = True
+
+    @model_validator(mode="after")
+    def _limits_are_ordered(self) -> Self:
+        if not self.soft_time_limit_s < self.time_limit_s < self.visibility_timeout_s:
+            raise ValueError("celery limits must satisfy soft_time_limit_s < time_limit_s < visibility_timeout_s")
+        return self
+
+
+class SweeperSettings(BaseModel):
+    """The beat sweeper: how often it runs and when something counts as lost."""
+
+    interval_s: float = Field(default=15.0, gt=0, le=300)
+    #: a job still ``queued`` this long after its last dispatch is re-sent
+    requeue_after_s: float = Field(default=60.0, gt=0)
+    #: a claimed submit holds its lease this long; afterwards the job may be re-claimed
+    submit_lease_s: float = Field(default=300.0, gt=0)
+    #: a poll chain whose ``next_poll_at`` is this much overdue is restarted
+    poll_overdue_s: float = Field(default=60.0, gt=0)
+    #: a webhook attempt claimed this long ago without a result is re-sent
+    webhook_stale_s: float = Field(default=60.0, gt=0)
+    max_submit_attempts: int = Field(default=3, ge=1, le=20)
+    batch_size: int = Field(default=500, ge=1)
+
+
+class WebhookSettings(BaseModel):
+    """Signed deliveries to a job's ``callback_url``."""
+
+    secret: SecretStr
+    timeout_s: float = Field(default=15.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: waits before attempt 2, 3, …; at most 300 s each (longer waits belong to the sweeper)
+    retry_delays_s: list[float] = Field(default_factory=lambda: [5.0, 30.0, 120.0, 300.0])
+
+    @field_validator("secret")
+    @classmethod
+    def _is_standard_webhooks_secret(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("must be a Standard Webhooks secret starting with 'whsec_'")
+        return value
+
+    @field_validator("retry_delays_s")
+    @classmethod
+    def _short_waits_only(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= delay <= 300 for delay in value):
+            raise ValueError("every retry delay must be within [0, 300] seconds")
+        return value
+
+
+class KlingSettings(BaseModel):
+    """Kling (AK/SK → HS256 JWT)."""
+
+    base_url: str | None = None
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    real_base_url: str = "https://api-singapore.klingai.com"
+
+
+class OpenAISettings(BaseModel):
+    """OpenAI Images."""
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(default=180.0, gt=0)
+    real_base_url: str = "https://api.openai.com"
+
+
+class Settings(BaseSettings):
+    """Every setting of every process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGEJOBS_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
+    )
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "sqlite:///var/imagejobs.db"
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(min_length=1)
+    signing_key: SecretStr = Field(min_length=16)
+    public_base_url: str = "http://127.0.0.1:8000"
+    files_dir: Path = Path("var/files")
+    file_url_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    sync_timeout_s: float = Field(default=60.0, ge=0, le=600)
+    emulator_url: str = "http://127.0.0.1:9100"
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+
+    celery: CelerySettings = CelerySettings()
+    sweeper: SweeperSettings = SweeperSettings()
+    webhooks: WebhookSettings
+    kling: KlingSettings = KlingSettings()
+    openai: OpenAISettings = OpenAISettings()
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(key.get_secret_value()) < 16 for key in value):
+            raise ValueError("every API key must have at least 16 characters")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must be a sqlite:// or postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _unset_providers_use_the_emulator(self) -> Self:
+        kling = self.kling
+        if kling.access_key is None or kling.secret_key is None:
+            kling.access_key = SecretStr(EMULATOR_KLING_ACCESS_KEY)
+            kling.secret_key = SecretStr(EMULATOR_KLING_SECRET_KEY)
+            kling.base_url = kling.base_url or self.emulator_url
+        kling.base_url = (kling.base_url or kling.real_base_url).rstrip("/")
+        openai = self.openai
+        if openai.api_key is None:
+            openai.api_key = SecretStr(EMULATOR_OPENAI_API_KEY)
+            openai.base_url = openai.base_url or self.emulator_url
+        openai.base_url = (openai.base_url or openai.real_base_url).rstrip("/")
+        self.public_base_url = self.public_base_url.rstrip("/")
+        return self
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment; a bad value raises ``ConfigurationError`` naming it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"IMAGEJOBS_{'__'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()

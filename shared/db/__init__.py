@@ -1,0 +1,1 @@
+"""SQLModel tables, the engine, keyword-only repository functions, and Alembic migrations."""

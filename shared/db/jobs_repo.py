@@ -1,0 +1,214 @@
+"""Keyword-only repository functions for jobs. Every status change is a compare-and-set.
+
+None of these commit: the caller owns the transaction (``with session.begin():``), so a terminal
+transition, its cost row, its images, its event and its webhook row land in one commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, update
+from sqlmodel import Session, col, select
+
+from shared.db.tables import CostEntry, Job, JobEvent, JobImage, WebhookDelivery, utcnow
+from shared.errors import JobNotFoundError
+from shared.jobs import TERMINAL, JobStatus, can_transition
+
+_NO_SYNC: dict[str, Any] = {"synchronize_session": False}
+
+
+def insert_job(*, session: Session, job: Job) -> None:
+    """Add a new ``queued`` job and its first event."""
+    session.add(job)
+    session.add(JobEvent(job_id=job.id, from_status=None, to_status=job.status, at=job.created_at))
+
+
+def get_job(*, session: Session, job_id: str, owner: str | None = None) -> Job:
+    """The job, or ``JobNotFoundError``; with ``owner`` a job of another key is not found either."""
+    job = session.get(Job, job_id)
+    if job is None or (owner is not None and job.owner != owner):
+        raise JobNotFoundError(job_id)
+    return job
+
+
+def find_job_by_external_id(*, session: Session, owner: str, external_task_id: str) -> Job | None:
+    statement = select(Job).where(Job.owner == owner, Job.external_task_id == external_task_id)
+    return session.exec(statement).first()
+
+
+def transition(
+    *,
+    session: Session,
+    job_id: str,
+    from_: JobStatus,
+    to: JobStatus,
+    detail: str | None = None,
+    when: ColumnElement[bool] | None = None,
+    now: datetime | None = None,
+    **changes: Any,
+) -> bool:
+    """Compare-and-set ``from_ → to`` (plus ``changes``); appends an event and returns True if it won."""
+    if not can_transition(from_, to):
+        raise ValueError(f"{from_} → {to} is not a job transition")
+    now = now or utcnow()
+    conditions = [col(Job.id) == job_id, col(Job.status) == from_]
+    if when is not None:
+        conditions.append(when)
+    statement = update(Job).where(*conditions).values(status=to, updated_at=now, **changes)
+    won = session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
+    if won:
+        session.add(JobEvent(job_id=job_id, from_status=from_, to_status=to, at=now, detail=detail))
+    return won
+
+
+def schedule_next_poll(*, session: Session, job_id: str, expected_poll_count: int, next_poll_at: datetime) -> bool:
+    """Advance the poll chain by one; only one holder of ``expected_poll_count`` can win."""
+    statement = (
+        update(Job)
+        .where(
+            col(Job.id) == job_id,
+            col(Job.status) == JobStatus.RUNNING,
+            col(Job.poll_count) == expected_poll_count,
+        )
+        .values(poll_count=expected_poll_count + 1, next_poll_at=next_poll_at, updated_at=utcnow())
+    )
+    return session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
+
+
+def touch_dispatch(*, session: Session, job_id: str, status: JobStatus, not_since: datetime) -> bool:
+    """Mark a job as (re-)dispatched unless someone else did so since ``not_since``."""
+    statement = (
+        update(Job)
+        .where(
+            col(Job.id) == job_id,
+            col(Job.status) == status,
+            or_(col(Job.dispatched_at).is_(None), col(Job.dispatched_at) < not_since),
+        )
+        .values(dispatched_at=utcnow())
+    )
+    return session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
+
+
+def touch_poll(*, session: Session, job_id: str, poll_count: int, next_poll_at: datetime) -> bool:
+    """Re-arm an overdue poll chain at ``poll_count`` (the sweeper's restart), if nobody moved it."""
+    statement = (
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.RUNNING, col(Job.poll_count) == poll_count)
+        .values(next_poll_at=next_poll_at)
+    )
+    return session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
+
+
+def add_images(*, session: Session, images: Sequence[JobImage]) -> None:
+    session.add_all(images)
+
+
+def record_cost(*, session: Session, job: Job, quantity: int) -> CostEntry:
+    """The job's one cost row, from the price snapshot taken at submit time."""
+    unit = Decimal(job.unit_price)
+    amount = unit if job.price_per == "request" else unit * quantity
+    entry = CostEntry(
+        job_id=job.id,
+        owner=job.owner,
+        model=job.model,
+        per=job.price_per,
+        unit_price=unit,
+        quantity=quantity if job.price_per == "image" else 1,
+        amount=amount,
+        currency=job.currency,
+    )
+    session.add(entry)
+    return entry
+
+
+def schedule_webhook(
+    *, session: Session, job: Job, event_type: str, attempt: int, at: datetime
+) -> WebhookDelivery | None:
+    """Schedule a delivery attempt of the job's terminal event, if the job has a callback URL."""
+    if job.callback_url is None:
+        return None
+    delivery = WebhookDelivery(
+        job_id=job.id,
+        webhook_id=f"msg_{job.id}",
+        event_type=event_type,
+        url=job.callback_url,
+        attempt=attempt,
+        next_attempt_at=at,
+    )
+    session.add(delivery)
+    return delivery
+
+
+def claim_webhook(*, session: Session, delivery_id: int, now: datetime, stale_before: datetime) -> bool:
+    """Take a scheduled attempt (or one whose sender vanished) for sending; True if we got it."""
+    statement = (
+        update(WebhookDelivery)
+        .where(
+            col(WebhookDelivery.id) == delivery_id,
+            or_(
+                col(WebhookDelivery.state) == "pending",
+                and_(col(WebhookDelivery.state) == "sending", col(WebhookDelivery.started_at) < stale_before),
+            ),
+        )
+        .values(state="sending", started_at=now)
+    )
+    return session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
+
+
+def list_events(*, session: Session, job_id: str) -> Sequence[JobEvent]:
+    return session.exec(select(JobEvent).where(JobEvent.job_id == job_id).order_by(col(JobEvent.id))).all()
+
+
+def list_images(*, session: Session, job_id: str) -> Sequence[JobImage]:
+    return session.exec(select(JobImage).where(JobImage.job_id == job_id).order_by(col(JobImage.index))).all()
+
+
+def get_cost(*, session: Session, job_id: str) -> CostEntry | None:
+    return session.exec(select(CostEntry).where(CostEntry.job_id == job_id)).first()
+
+
+def list_deliveries(*, session: Session, job_id: str) -> Sequence[WebhookDelivery]:
+    statement = select(WebhookDelivery).where(WebhookDelivery.job_id == job_id).order_by(col(WebhookDelivery.id))
+    return session.exec(statement).all()
+
+
+def find_jobs(*, session: Session, status: JobStatus, column: Any, before: datetime, limit: int) -> Sequence[Job]:
+    """Jobs in ``status`` whose ``column`` (a datetime column) is unset or earlier than ``before``."""
+    statement = (
+        select(Job)
+        .where(col(Job.status) == status, or_(column.is_(None), column < before))
+        .order_by(column)
+        .limit(limit)
+    )
+    return session.exec(statement).all()
+
+
+def find_past_deadline(*, session: Session, now: datetime, limit: int) -> Sequence[Job]:
+    statement = (
+        select(Job)
+        .where(col(Job.status).not_in(list(TERMINAL)), col(Job.deadline_at) < now)
+        .order_by(col(Job.deadline_at))
+        .limit(limit)
+    )
+    return session.exec(statement).all()
+
+
+def find_due_webhooks(
+    *, session: Session, due_before: datetime, stale_before: datetime, limit: int
+) -> Sequence[WebhookDelivery]:
+    statement = (
+        select(WebhookDelivery)
+        .where(
+            or_(
+                and_(col(WebhookDelivery.state) == "pending", col(WebhookDelivery.next_attempt_at) < due_before),
+                and_(col(WebhookDelivery.state) == "sending", col(WebhookDelivery.started_at) < stale_before),
+            )
+        )
+        .order_by(col(WebhookDelivery.next_attempt_at))
+        .limit(limit)
+    )
+    return session.exec(statement).all()

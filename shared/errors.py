@@ -1,0 +1,123 @@
+"""One exception tree for the whole system.
+
+    ImageJobsError
+    ├── ConfigurationError
+    ├── JobNotFoundError
+    ├── InvalidRequestError          .param, .code       → HTTP 400, nothing enqueued
+    └── ProviderError                .provider, .code    (raised by adapters only)
+        ├── TransientProviderError   timeouts, connection errors, 5xx      → retried
+        │   └── RateLimitedError     429; .retry_after_s                   → retried after
+        └── PermanentProviderError   → job fails with .code, never retried
+            ├── ProviderAuthError        401/403 from the upstream
+            ├── QuotaExceededError       account out of credit / quota
+            ├── ContentPolicyError       moderation: the caller's problem, not the provider's health
+            ├── UpstreamRejectedError    the upstream refused the parameters
+            └── UnexpectedResponseError  the upstream answered something we cannot parse
+
+Error *codes* stored on jobs are short stable strings (see ``ErrorCode``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Normalised error codes stored on failed jobs and shown to callers."""
+
+    CONTENT_POLICY_VIOLATION = "content_policy_violation"
+    UPSTREAM_AUTH = "upstream_auth_error"
+    INSUFFICIENT_QUOTA = "insufficient_quota"
+    UPSTREAM_REJECTED = "upstream_rejected"
+    UPSTREAM_BAD_RESPONSE = "upstream_bad_response"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    UPSTREAM_FAILED = "upstream_failed"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+    INTERNAL_ERROR = "internal_error"
+
+
+class ImageJobsError(Exception):
+    """Base of every error raised by imagejobs code."""
+
+
+class ConfigurationError(ImageJobsError):
+    """Settings or catalog are invalid; raised at start-up."""
+
+
+class JobNotFoundError(ImageJobsError):
+    """No job with this id is visible to the caller."""
+
+
+class InvalidRequestError(ImageJobsError):
+    """A request breaks a rule; names the offending parameter."""
+
+    def __init__(self, message: str, *, param: str | None, code: str = "invalid_parameter") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class ProviderError(ImageJobsError):
+    """An upstream provider call did not succeed."""
+
+    code: ErrorCode = ErrorCode.UPSTREAM_FAILED
+
+    def __init__(self, message: str, *, provider: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        if code is not None:
+            self.code = code
+
+
+class TransientProviderError(ProviderError):
+    """Worth retrying: timeouts, connection errors, 5xx."""
+
+    code = ErrorCode.UPSTREAM_UNAVAILABLE
+
+
+class RateLimitedError(TransientProviderError):
+    """The upstream asked us to slow down."""
+
+    code = ErrorCode.RATE_LIMITED
+
+    def __init__(self, message: str, *, provider: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentProviderError(ProviderError):
+    """Retrying cannot help; the job fails."""
+
+
+class ProviderAuthError(PermanentProviderError):
+    """The upstream refused our credentials."""
+
+    code = ErrorCode.UPSTREAM_AUTH
+
+
+class QuotaExceededError(PermanentProviderError):
+    """The upstream account is out of credit or quota."""
+
+    code = ErrorCode.INSUFFICIENT_QUOTA
+
+
+class ContentPolicyError(PermanentProviderError):
+    """The upstream's moderation rejected the prompt or the output."""
+
+    code = ErrorCode.CONTENT_POLICY_VIOLATION
+
+
+class UpstreamRejectedError(PermanentProviderError):
+    """The upstream refused the request parameters."""
+
+    code = ErrorCode.UPSTREAM_REJECTED
+
+
+class UnexpectedResponseError(PermanentProviderError):
+    """The upstream answered with something we cannot parse."""
+
+    code = ErrorCode.UPSTREAM_BAD_RESPONSE

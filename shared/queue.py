@@ -1,0 +1,115 @@
+"""The producer↔worker contract: task and queue names, the Celery app factory, the done channel.
+
+The producer sends tasks by name and never imports worker code. Task messages carry ids only.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Final
+
+from celery import Celery
+from kombu import Queue
+
+from shared.config import Settings
+
+#: Redis pub/sub channel on which workers announce job ids that reached a terminal state
+JOB_DONE_CHANNEL: Final = "imagejobs:job-done"
+MAX_COUNTDOWN_S: Final = 300.0
+
+
+class TaskName(StrEnum):
+    SUBMIT_JOB = "imagejobs.submit_job"
+    POLL_JOB = "imagejobs.poll_job"
+    DELIVER_WEBHOOK = "imagejobs.deliver_webhook"
+    SWEEP = "imagejobs.sweep"
+
+
+class QueueName(StrEnum):
+    SUBMIT = "submit"
+    POLL = "poll"
+    WEBHOOKS = "webhooks"
+    MAINTENANCE = "maintenance"
+
+
+TASK_QUEUES: Final[dict[TaskName, QueueName]] = {
+    TaskName.SUBMIT_JOB: QueueName.SUBMIT,
+    TaskName.POLL_JOB: QueueName.POLL,
+    TaskName.DELIVER_WEBHOOK: QueueName.WEBHOOKS,
+    TaskName.SWEEP: QueueName.MAINTENANCE,
+}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration every process uses (the same timings everywhere)."""
+    timings = settings.celery
+    transport = {
+        "visibility_timeout": timings.visibility_timeout_s,
+        "health_check_interval": 25,
+        "socket_keepalive": True,
+        "socket_connect_timeout": 5,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"visibility_timeout": timings.visibility_timeout_s},
+        "visibility_timeout": timings.visibility_timeout_s,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "task_soft_time_limit": timings.soft_time_limit_s,
+        "task_time_limit": timings.time_limit_s,
+        "worker_prefetch_multiplier": 1,
+        "worker_eta_task_limit": timings.eta_task_limit,
+        "worker_soft_shutdown_timeout": 20.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": timings.task_events,
+        "task_send_sent_event": timings.task_events,
+        "task_queues": [Queue(name.value) for name in QueueName],
+        "task_default_queue": QueueName.SUBMIT.value,
+        "task_routes": {task.value: {"queue": queue.value} for task, queue in TASK_QUEUES.items()},
+        "beat_schedule": {
+            "sweep": {
+                "task": TaskName.SWEEP.value,
+                "schedule": settings.sweeper.interval_s,
+                "options": {"expires": settings.sweeper.interval_s},
+            }
+        },
+    }
+
+
+def make_celery(settings: Settings, *, main: str = "imagejobs") -> Celery:
+    """A Celery app bound to ``settings``; the producer uses it to send, the worker to run."""
+    app = Celery(main, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+class TaskSender:
+    """Sends id-only task messages by name (used by the producer, the worker and the sweeper)."""
+
+    def __init__(self, celery: Celery) -> None:
+        self._celery = celery
+
+    def submit(self, job_id: str, *, countdown_s: float = 0) -> None:
+        self._send(TaskName.SUBMIT_JOB, (job_id,), countdown_s)
+
+    def poll(self, job_id: str, poll_count: int, *, countdown_s: float) -> None:
+        self._send(TaskName.POLL_JOB, (job_id, poll_count), countdown_s)
+
+    def webhook(self, delivery_id: int, *, countdown_s: float = 0) -> None:
+        self._send(TaskName.DELIVER_WEBHOOK, (delivery_id,), countdown_s)
+
+    def _send(self, name: TaskName, args: tuple[str | int, ...], countdown_s: float) -> None:
+        if countdown_s > MAX_COUNTDOWN_S:
+            raise ValueError(f"countdown {countdown_s}s exceeds {MAX_COUNTDOWN_S}s; long waits belong to the sweeper")
+        countdown = countdown_s if countdown_s > 0 else None
+        self._celery.send_task(name.value, args=args, queue=TASK_QUEUES[name].value, countdown=countdown)
