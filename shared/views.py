@@ -1,0 +1,85 @@
+"""The public view of a job: the task object the API returns and the webhook payload carries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+
+from pydantic import BaseModel
+
+from shared.db.tables import CostEntry, Job, JobImage
+
+#: storage key → a URL the caller can download (signed, expiring)
+UrlSigner = Callable[[str], str]
+
+
+class ImageView(BaseModel):
+    url: str
+    content_type: str
+    width: int | None = None
+    height: int | None = None
+
+
+class CostView(BaseModel):
+    amount: Decimal
+    currency: str
+    per: str
+    quantity: int
+
+
+class ErrorView(BaseModel):
+    code: str
+    message: str
+
+
+class JobView(BaseModel):
+    id: str
+    task_id: str
+    object: str = "image.generation.task"
+    status: str
+    model: str
+    model_name: str | None
+    upstream_model: str
+    operation: str
+    external_task_id: str | None
+    created: int
+    created_at: int
+    updated_at: int
+    finished_at: int | None
+    poll_count: int
+    submit_attempts: int
+    data: list[ImageView]
+    cost: CostView | None
+    error: ErrorView | None
+
+
+def job_view(job: Job, *, images: Sequence[JobImage], cost: CostEntry | None, sign: UrlSigner) -> JobView:
+    created = int(job.created_at.timestamp())
+    return JobView(
+        id=job.id,
+        task_id=job.id,
+        status=job.status,
+        model=job.model,
+        model_name=job.variant,
+        upstream_model=job.upstream_model,
+        operation=job.operation,
+        external_task_id=job.external_task_id,
+        created=created,
+        created_at=created,
+        updated_at=int(job.updated_at.timestamp()),
+        finished_at=int(job.finished_at.timestamp()) if job.finished_at else None,
+        poll_count=job.poll_count,
+        submit_attempts=job.submit_attempts,
+        data=[
+            ImageView(
+                url=sign(image.storage_key), content_type=image.content_type, width=image.width, height=image.height
+            )
+            for image in images
+        ],
+        cost=(
+            CostView(amount=Decimal(cost.amount), currency=cost.currency, per=cost.per, quantity=cost.quantity)
+            if cost is not None
+            else None
+        ),
+        error=ErrorView(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+    )

@@ -1,0 +1,1 @@
+"""Everything that executes work: the Celery app, thin tasks, the pipeline, providers, webhooks."""

@@ -1,0 +1,68 @@
+"""The Celery app for ``celery -A worker.app``: the composition root of the worker process.
+
+It wires settings, logging, the database engine, HTTP clients and the provider registry into one
+``Runtime``, built lazily once per process (after any fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import httpx
+from celery import Celery
+from redis import Redis, RedisError
+
+from shared.config import get_settings
+from shared.db.engine import make_engine
+from shared.logs import configure_logging
+from shared.queue import JOB_DONE_CHANNEL, TaskSender, make_celery
+from shared.storage import LocalStorage
+from worker.providers import build_providers
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+settings = get_settings()
+configure_logging()
+app: Celery = make_celery(settings, main="worker")
+app.conf.include = ["worker.tasks"]
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def build_runtime() -> Runtime:
+    concurrency = settings.celery.worker_concurrency
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+    def announce_done(job_id: str) -> None:
+        try:
+            redis.publish(JOB_DONE_CHANNEL, job_id)
+        except RedisError:  # waiters re-check the database; never fail a job over this
+            log.warning("could not announce job %s as done", job_id, exc_info=True)
+
+    return Runtime(
+        settings=settings,
+        engine=make_engine(settings.database_url, pool_size=min(concurrency, 20)),
+        providers=build_providers(settings),
+        storage=LocalStorage(settings.files_dir),
+        sender=TaskSender(app),
+        announce_done=announce_done,
+        downloads=httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), trust_env=False, follow_redirects=True),
+        webhook_http=httpx.Client(
+            timeout=httpx.Timeout(settings.webhooks.timeout_s, connect=settings.webhooks.connect_timeout_s),
+            trust_env=False,
+            follow_redirects=False,
+        ),
+    )
+
+
+def runtime() -> Runtime:
+    """The process-wide runtime (built on first use; thread-safe for the threads pool)."""
+    global _runtime
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = build_runtime()
+    return _runtime

@@ -1,0 +1,369 @@
+"""The decisions of a job's life: submit, poll, finish, fail. Plain functions; tasks only call them.
+
+Each step reads in one short transaction, calls the upstream with no transaction open, and writes in
+another short transaction whose status change is a compare-and-set. Only the winner of a terminal
+transition records cost, stores image rows, schedules the webhook and announces the job as done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, col
+
+from shared.catalog import PollingPolicy
+from shared.db import jobs_repo
+from shared.db.tables import Job, WebhookDelivery
+from shared.errors import (
+    ErrorCode,
+    PermanentProviderError,
+    ProviderError,
+    RateLimitedError,
+    TransientProviderError,
+)
+from shared.jobs import TERMINAL, JobStatus
+from worker.polling import clamp_to_deadline, next_poll_delay
+from worker.providers.base import Accepted, Completed, JobSpec, ResultImage, UpstreamState
+from worker.results import store_results
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = {status: f"job.{status.value}" for status in TERMINAL}
+
+
+def submit_job(job_id: str, *, rt: Runtime) -> None:
+    """Claim a queued job (or one whose submitting worker vanished) and hand it to its upstream."""
+    now = rt.clock()
+    with rt.session() as session, session.begin():
+        job = session.get(Job, job_id)
+        if job is None or not _claimable(job, now):
+            log.info("job %s submit skipped (status=%s)", job_id, job.status if job else "missing")
+            return
+        from_, attempt = JobStatus(job.status), job.submit_attempts + 1
+        if attempt > rt.settings.sweeper.max_submit_attempts:
+            claimed, spec = False, None
+        else:
+            claimed = jobs_repo.transition(
+                session=session,
+                job_id=job_id,
+                from_=from_,
+                to=JobStatus.SUBMITTING,
+                detail=f"attempt {attempt}",
+                when=col(Job.submit_attempts) == job.submit_attempts,
+                now=now,
+                submit_attempts=attempt,
+                lease_until=now + timedelta(seconds=rt.settings.sweeper.submit_lease_s),
+            )
+            spec = _spec_of(job, attempt)
+    if spec is None:
+        fail_job(
+            job_id, from_=from_, code=ErrorCode.TOO_MANY_ATTEMPTS, message="gave up after repeated attempts", rt=rt
+        )
+        return
+    if not claimed:
+        return
+    _submit_claimed(job, spec, rt=rt)
+
+
+def _claimable(job: Job, now: datetime) -> bool:
+    if job.status == JobStatus.QUEUED:
+        return True
+    return job.status == JobStatus.SUBMITTING and job.lease_until is not None and job.lease_until < now
+
+
+def _spec_of(job: Job, attempt: int) -> JobSpec:
+    return JobSpec(
+        job_id=job.id,
+        upstream_model=job.upstream_model,
+        operation=job.operation,
+        params=dict(job.upstream_params),
+        image_count=job.image_count,
+        attempt=attempt,
+    )
+
+
+def _submit_claimed(job: Job, spec: JobSpec, *, rt: Runtime) -> None:
+    provider = rt.providers[job.provider]
+    try:
+        submission = provider.submit(spec)
+    except TransientProviderError as exc:
+        _hand_back_for_retry(job.id, attempt=spec.attempt, error=exc, rt=rt)
+        return
+    except PermanentProviderError as exc:
+        fail_job(job.id, from_=JobStatus.SUBMITTING, code=exc.code, message=exc.message, rt=rt)
+        return
+    if isinstance(submission, Completed):
+        finish_job(job.id, from_=JobStatus.SUBMITTING, provider=job.provider, images=submission.images, rt=rt)
+        return
+    _start_polling(job, submission, attempt=spec.attempt, rt=rt)
+
+
+def _start_polling(job: Job, accepted: Accepted, *, attempt: int, rt: Runtime) -> None:
+    now = rt.clock()
+    delay = clamp_to_deadline(next_poll_delay(0, _policy_of(job)), now=now, deadline=job.deadline_at)
+    with rt.session() as session, session.begin():
+        won = jobs_repo.transition(
+            session=session,
+            job_id=job.id,
+            from_=JobStatus.SUBMITTING,
+            to=JobStatus.RUNNING,
+            detail=f"upstream task {accepted.upstream_id}",
+            when=col(Job.submit_attempts) == attempt,
+            now=now,
+            upstream_task_id=accepted.upstream_id,
+            poll_count=0,
+            next_poll_at=now + timedelta(seconds=delay),
+            lease_until=None,
+        )
+    if won:
+        rt.sender.poll(job.id, 0, countdown_s=delay)
+
+
+def _hand_back_for_retry(job_id: str, *, attempt: int, error: TransientProviderError, rt: Runtime) -> None:
+    if attempt >= rt.settings.sweeper.max_submit_attempts:
+        fail_job(job_id, from_=JobStatus.SUBMITTING, code=error.code, message=error.message, rt=rt)
+        return
+    delay = _retry_delay(attempt, error)
+    now = rt.clock()
+    with rt.session() as session, session.begin():
+        won = jobs_repo.transition(
+            session=session,
+            job_id=job_id,
+            from_=JobStatus.SUBMITTING,
+            to=JobStatus.QUEUED,
+            detail=f"retry in {delay:.0f}s: {error.message}"[:1000],
+            when=col(Job.submit_attempts) == attempt,
+            now=now,
+            lease_until=None,
+            dispatched_at=now + timedelta(seconds=delay),
+        )
+    if won:
+        log.info("job %s submit retry in %.1fs after %s", job_id, delay, error.code)
+        rt.sender.submit(job_id, countdown_s=delay)
+
+
+def _retry_delay(attempt: int, error: TransientProviderError) -> float:
+    if isinstance(error, RateLimitedError) and error.retry_after_s is not None:
+        return min(max(error.retry_after_s, 1.0), 300.0)
+    return float(min(5 * 3 ** (attempt - 1), 300))
+
+
+def poll_job(job_id: str, poll_count: int, *, rt: Runtime) -> None:
+    """One link of the poll chain: ask the upstream, then finish, fail, or schedule the next link."""
+    with rt.session() as session:
+        job = session.get(Job, job_id)
+    if job is None or job.status != JobStatus.RUNNING or job.poll_count != poll_count:
+        return  # a stale or duplicated link: the chain has moved on
+    assert job.upstream_task_id is not None  # set together with RUNNING
+    now = rt.clock()
+    if job.deadline_at is not None and now >= job.deadline_at:
+        fail_job(
+            job_id,
+            from_=JobStatus.RUNNING,
+            code=ErrorCode.UPSTREAM_TIMEOUT,
+            message="deadline passed",
+            to=JobStatus.TIMED_OUT,
+            rt=rt,
+            when_poll_count=poll_count,
+        )
+        return
+    retry_after = 0.0
+    try:
+        result = rt.providers[job.provider].poll(job.upstream_task_id)
+    except TransientProviderError as exc:
+        log.info("job %s poll %d transient: %s", job_id, poll_count + 1, exc.message)
+        if isinstance(exc, RateLimitedError) and exc.retry_after_s is not None:
+            retry_after = exc.retry_after_s
+        result = None
+    except PermanentProviderError as exc:
+        fail_job(
+            job_id,
+            from_=JobStatus.RUNNING,
+            code=exc.code,
+            message=exc.message,
+            rt=rt,
+            when_poll_count=poll_count,
+            poll_count=poll_count + 1,
+        )
+        return
+    if result is not None and result.state == UpstreamState.SUCCEEDED:
+        finish_job(
+            job_id,
+            from_=JobStatus.RUNNING,
+            provider=job.provider,
+            images=result.images,
+            rt=rt,
+            when_poll_count=poll_count,
+            poll_count=poll_count + 1,
+        )
+        return
+    if result is not None and result.state == UpstreamState.FAILED:
+        error = result.error or ProviderError("the upstream task failed", provider=job.provider)
+        fail_job(
+            job_id,
+            from_=JobStatus.RUNNING,
+            code=error.code,
+            message=error.message,
+            rt=rt,
+            when_poll_count=poll_count,
+            poll_count=poll_count + 1,
+        )
+        return
+    _schedule_next_poll(job, poll_count, minimum_s=retry_after, rt=rt)
+
+
+def _schedule_next_poll(job: Job, poll_count: int, *, minimum_s: float, rt: Runtime) -> None:
+    now = rt.clock()
+    delay = max(next_poll_delay(poll_count + 1, _policy_of(job)), min(minimum_s, 300.0))
+    delay = clamp_to_deadline(delay, now=now, deadline=job.deadline_at)
+    with rt.session() as session, session.begin():
+        won = jobs_repo.schedule_next_poll(
+            session=session,
+            job_id=job.id,
+            expected_poll_count=poll_count,
+            next_poll_at=now + timedelta(seconds=delay),
+        )
+    if won:
+        rt.sender.poll(job.id, poll_count + 1, countdown_s=delay)
+
+
+def _policy_of(job: Job) -> PollingPolicy:
+    return PollingPolicy.model_validate(job.polling_policy)
+
+
+def finish_job(
+    job_id: str,
+    *,
+    from_: JobStatus,
+    provider: str,
+    images: Sequence[ResultImage],
+    rt: Runtime,
+    when_poll_count: int | None = None,
+    **changes: Any,
+) -> bool:
+    """Store the images, then in one transaction: ``→ succeeded``, image rows, cost row, webhook row."""
+    try:
+        stored = store_results(
+            job_id=job_id,
+            provider=provider,
+            images=images,
+            storage=rt.storage,
+            downloads=rt.downloads,
+            max_bytes=rt.settings.max_image_bytes,
+        )
+    except TransientProviderError as exc:
+        if from_ == JobStatus.RUNNING and when_poll_count is not None:
+            log.info("job %s result download failed, polling again: %s", job_id, exc.message)
+            with rt.session() as session:
+                job = session.get(Job, job_id)
+            if job is not None:
+                _schedule_next_poll(job, when_poll_count, minimum_s=0, rt=rt)
+            return False
+        return fail_job(job_id, from_=from_, code=exc.code, message=exc.message, rt=rt, **changes)
+    except ProviderError as exc:
+        return fail_job(
+            job_id, from_=from_, code=exc.code, message=exc.message, rt=rt, when_poll_count=when_poll_count, **changes
+        )
+    now = rt.clock()
+    with rt.session() as session, session.begin():
+        won, delivery = _end(
+            session,
+            job_id,
+            from_=from_,
+            to=JobStatus.SUCCEEDED,
+            now=now,
+            detail=f"{len(stored)} image(s)",
+            when_poll_count=when_poll_count,
+            **changes,
+        )
+        if won:
+            job = jobs_repo.get_job(session=session, job_id=job_id)
+            jobs_repo.add_images(session=session, images=stored)
+            jobs_repo.record_cost(session=session, job=job, quantity=len(stored))
+    if won:
+        _after_terminal(job_id, delivery, rt=rt)
+    return won
+
+
+def fail_job(
+    job_id: str,
+    *,
+    from_: JobStatus,
+    code: str,
+    message: str,
+    rt: Runtime,
+    to: JobStatus = JobStatus.FAILED,
+    when_poll_count: int | None = None,
+    **changes: Any,
+) -> bool:
+    """``from_ → failed | timed_out`` with a normalised error code; no cost is recorded."""
+    now = rt.clock()
+    with rt.session() as session, session.begin():
+        won, delivery = _end(
+            session,
+            job_id,
+            from_=from_,
+            to=to,
+            now=now,
+            detail=code,
+            when_poll_count=when_poll_count,
+            error_code=code,
+            error_message=message[:1000],
+            **changes,
+        )
+    if won:
+        log.info("job %s %s → %s (%s)", job_id, from_, to, code)
+        _after_terminal(job_id, delivery, rt=rt)
+    return won
+
+
+def fail_job_wherever(job_id: str, *, code: str, message: str, rt: Runtime, to: JobStatus = JobStatus.FAILED) -> bool:
+    """End a job from whatever non-terminal status it is in (task boundary, sweeper deadlines)."""
+    with rt.session() as session:
+        job = session.get(Job, job_id)
+    if job is None or job.status in TERMINAL:
+        return False
+    return fail_job(job_id, from_=JobStatus(job.status), code=code, message=message, rt=rt, to=to)
+
+
+def _end(
+    session: Session,
+    job_id: str,
+    *,
+    from_: JobStatus,
+    to: JobStatus,
+    now: datetime,
+    detail: str,
+    when_poll_count: int | None,
+    **changes: Any,
+) -> tuple[bool, WebhookDelivery | None]:
+    when = col(Job.poll_count) == when_poll_count if when_poll_count is not None else None
+    won = jobs_repo.transition(
+        session=session,
+        job_id=job_id,
+        from_=from_,
+        to=to,
+        detail=detail,
+        when=when,
+        now=now,
+        finished_at=now,
+        lease_until=None,
+        next_poll_at=None,
+        **changes,
+    )
+    if not won:
+        return False, None
+    job = jobs_repo.get_job(session=session, job_id=job_id)
+    delivery = jobs_repo.schedule_webhook(session=session, job=job, event_type=EVENT_TYPES[to], attempt=1, at=now)
+    session.flush()
+    return True, delivery
+
+
+def _after_terminal(job_id: str, delivery: WebhookDelivery | None, *, rt: Runtime) -> None:
+    rt.announce_done(job_id)
+    if delivery is not None and delivery.id is not None:
+        rt.sender.webhook(delivery.id)

@@ -1,0 +1,16 @@
+"""Upstream adapters: one module per upstream API behind the ``ImageProvider`` protocol."""
+
+from worker.providers.base import Accepted, Completed, ImageProvider, JobSpec, PollResult, ResultImage, UpstreamState
+from worker.providers.registry import PROVIDERS, build_providers
+
+__all__ = [
+    "PROVIDERS",
+    "Accepted",
+    "Completed",
+    "ImageProvider",
+    "JobSpec",
+    "PollResult",
+    "ResultImage",
+    "UpstreamState",
+    "build_providers",
+]

@@ -1,0 +1,45 @@
+"""Thin Celery tasks: ids in, one pipeline call, unexpected errors end the job as ``internal_error``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from shared.errors import ErrorCode
+from shared.queue import TaskName
+from worker import pipeline, sweeper, webhooks
+from worker.app import app, runtime
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _failing_job_on_crash(job_id: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        log.exception("job %s crashed in a task", job_id)
+        pipeline.fail_job_wherever(job_id, code=ErrorCode.INTERNAL_ERROR, message="internal error", rt=runtime())
+
+
+@app.task(name=TaskName.SUBMIT_JOB.value)
+def submit_job(job_id: str) -> None:
+    with _failing_job_on_crash(job_id):
+        pipeline.submit_job(job_id, rt=runtime())
+
+
+@app.task(name=TaskName.POLL_JOB.value)
+def poll_job(job_id: str, poll_count: int) -> None:
+    with _failing_job_on_crash(job_id):
+        pipeline.poll_job(job_id, poll_count, rt=runtime())
+
+
+@app.task(name=TaskName.DELIVER_WEBHOOK.value)
+def deliver_webhook(delivery_id: int) -> None:
+    webhooks.deliver_webhook(delivery_id, rt=runtime())
+
+
+@app.task(name=TaskName.SWEEP.value)
+def sweep() -> None:
+    sweeper.sweep(rt=runtime())
