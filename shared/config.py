@@ -7,6 +7,8 @@ Only this module reads the environment.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Self
@@ -67,8 +69,13 @@ class WebhookSettings(BaseModel):
     @field_validator("secret")
     @classmethod
     def _is_standard_webhooks_secret(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith("whsec_"):
-            raise ValueError("must be a Standard Webhooks secret starting with 'whsec_'")
+        raw = value.get_secret_value()
+        try:
+            key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+        except binascii.Error:
+            key = b""
+        if not raw.startswith("whsec_") or not 24 <= len(key) <= 64:
+            raise ValueError("must be 'whsec_' followed by 24–64 base64-encoded random bytes")
         return value
 
     @field_validator("retry_delays_s")

@@ -1,0 +1,120 @@
+"""``enqueue_job``: validate → insert the job row → commit → send the submit task (ids only).
+
+Used by the HTTP API and by services that enqueue in-process. A lost publish is not a lost job:
+the row is committed first and the sweeper re-sends queued jobs whose task never arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from shared.catalog import Catalog, ValidatedRequest, load_catalog, validate_request
+from shared.db import jobs_repo
+from shared.db.tables import Job, utcnow
+from shared.errors import InvalidRequestError
+from shared.jobs import ImageRequest
+
+log = logging.getLogger(__name__)
+
+RESPONSE_FORMATS = ("url", "b64_json")
+
+
+class SubmitSender(Protocol):
+    def submit(self, job_id: str, *, countdown_s: float = 0) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    job: Job
+    #: False when ``external_task_id`` matched an existing job of the same key
+    created: bool
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def enqueue_job(
+    request: ImageRequest,
+    *,
+    session: Session,
+    owner: str,
+    sender: SubmitSender,
+    catalog: Catalog | None = None,
+    now: datetime | None = None,
+) -> Enqueued:
+    """Accept one request as a durable job; raises ``InvalidRequestError`` (nothing written) if it breaks a rule."""
+    validated = validate_request(request, catalog=catalog or load_catalog())
+    _check_gateway_fields(request)
+    if request.external_task_id is not None:
+        existing = jobs_repo.find_job_by_external_id(
+            session=session, owner=owner, external_task_id=request.external_task_id
+        )
+        if existing is not None:
+            return Enqueued(job=existing, created=False)
+    job = _new_job(request, validated, owner=owner, now=now or utcnow())
+    jobs_repo.insert_job(session=session, job=job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if request.external_task_id is None:
+            raise
+        existing = jobs_repo.find_job_by_external_id(
+            session=session, owner=owner, external_task_id=request.external_task_id
+        )
+        if existing is None:
+            raise
+        return Enqueued(job=existing, created=False)
+    try:
+        sender.submit(job.id)
+    except (KombuError, RedisError, OSError):
+        log.warning("job %s committed but its submit task was not published; the sweeper will re-send it", job.id)
+    return Enqueued(job=job, created=True)
+
+
+def _check_gateway_fields(request: ImageRequest) -> None:
+    if request.response_format is not None and request.response_format not in RESPONSE_FORMATS:
+        raise InvalidRequestError(
+            f"Invalid value for 'response_format': '{request.response_format}' is not one of url, b64_json.",
+            param="response_format",
+        )
+    if request.callback_url is not None:
+        parts = urlsplit(request.callback_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(request.callback_url) > 2048:
+            raise InvalidRequestError("'callback_url' must be an http(s) URL.", param="callback_url")
+
+
+def _new_job(request: ImageRequest, validated: ValidatedRequest, *, owner: str, now: datetime) -> Job:
+    return Job(
+        id=new_job_id(),
+        owner=owner,
+        model=validated.model,
+        variant=validated.variant,
+        provider=validated.provider,
+        upstream_model=validated.upstream_model,
+        operation=validated.operation,
+        upstream_params=validated.upstream_params,
+        image_count=validated.image_count,
+        response_format=request.response_format or "url",
+        callback_url=request.callback_url,
+        external_task_id=request.external_task_id,
+        price_per=validated.price.per,
+        unit_price=validated.price.unit_amount,
+        currency=validated.price.currency,
+        polling_policy=validated.polling.model_dump(),
+        created_at=now,
+        updated_at=now,
+        dispatched_at=now,
+        deadline_at=now + timedelta(seconds=validated.polling.deadline_s),
+    )

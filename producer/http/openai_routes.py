@@ -1,0 +1,106 @@
+"""The OpenAI Images dialect: create (sync or async), query tasks, list models."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from producer.enqueue import Enqueued, enqueue_job
+from producer.http.auth import Owner
+from producer.http.context import ApiContext, api_context
+from producer.http.errors import error_response
+from shared.db import jobs_repo
+from shared.db.tables import Job
+from shared.errors import ErrorCode
+from shared.jobs import TERMINAL, ImageRequest, JobStatus
+from shared.views import JobView
+
+router = APIRouter(tags=["OpenAI Images"])
+Context = Annotated[ApiContext, Depends(api_context)]
+
+#: status codes for jobs that ended without images, answered to sync callers
+_FAILURE_STATUS = {ErrorCode.CONTENT_POLICY_VIOLATION.value: 400, ErrorCode.UPSTREAM_TIMEOUT.value: 504}
+
+
+def wants_async(payload: ImageRequest, prefer: str | None) -> bool:
+    prefers_async = prefer is not None and "respond-async" in prefer.lower()
+    return bool(payload.async_) or payload.callback_url is not None or prefers_async
+
+
+@router.post("/v1/images/generations", response_model=None)
+async def create_generation(
+    payload: ImageRequest, owner: Owner, context: Context, prefer: Annotated[str | None, Header()] = None
+) -> JSONResponse:
+    """Create an image-generation job; waits for it unless asked to answer asynchronously."""
+    enqueued = await run_in_threadpool(_enqueue, context, payload, owner)
+    job_id = enqueued.job.id
+    if not wants_async(payload, prefer) and context.settings.sync_timeout_s > 0:
+
+        async def is_done() -> bool:
+            return await run_in_threadpool(_is_terminal, context, job_id)
+
+        if await context.waiter.wait(job_id, timeout_s=context.settings.sync_timeout_s, is_done=is_done):
+            view = await run_in_threadpool(context.load_view, job_id, owner)
+            return await _sync_answer(context, view, enqueued.job.response_format)
+    view = await run_in_threadpool(context.load_view, job_id, owner)
+    return JSONResponse(view.model_dump(mode="json"), status_code=202)
+
+
+def _enqueue(context: ApiContext, payload: ImageRequest, owner: str) -> Enqueued:
+    with context.session() as session:
+        return enqueue_job(payload, session=session, owner=owner, sender=context.sender, catalog=context.catalog)
+
+
+def _is_terminal(context: ApiContext, job_id: str) -> bool:
+    with context.session() as session:
+        job = session.get(Job, job_id)
+    return job is not None and job.status in TERMINAL
+
+
+async def _sync_answer(context: ApiContext, view: JobView, response_format: str) -> JSONResponse:
+    if view.status != JobStatus.SUCCEEDED:
+        code = view.error.code if view.error else "job_failed"
+        message = view.error.message if view.error else f"The job ended as {view.status}."
+        response = error_response(_FAILURE_STATUS.get(code, 502), message, code=code)
+        response.headers["x-task-id"] = view.id
+        return response
+    data: list[dict[str, Any]]
+    if response_format == "b64_json":
+        blobs = await run_in_threadpool(_read_images, context, view.id)
+        data = [{"b64_json": base64.b64encode(blob).decode("ascii")} for blob in blobs]
+    else:
+        data = [{"url": image.url} for image in view.data]
+    body = view.model_dump(mode="json", exclude={"data"}) | {"created": view.created, "data": data}
+    return JSONResponse(body, status_code=200)
+
+
+def _read_images(context: ApiContext, job_id: str) -> list[bytes]:
+    with context.session() as session:
+        images = jobs_repo.list_images(session=session, job_id=job_id)
+    return [context.storage.get(image.storage_key) for image in images]
+
+
+@router.get("/v1/images/generations/{task_id}")
+async def get_generation(task_id: str, owner: Owner, context: Context) -> JobView:
+    """The task object: status, images (signed URLs), cost, error, poll count."""
+    return await run_in_threadpool(context.load_view, task_id, owner)
+
+
+@router.get("/v1/images/generations")
+async def query_generation(task_id: Annotated[str, Query(min_length=1)], owner: Owner, context: Context) -> JobView:
+    """The same task object, by ``?task_id=``."""
+    return await run_in_threadpool(context.load_view, task_id, owner)
+
+
+@router.get("/v1/models")
+async def list_models(_owner: Owner, context: Context) -> dict[str, Any]:
+    """Every public model name (OpenAI list format)."""
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": context.catalog.models[name].provider}
+        for name in context.catalog.names()
+    ]
+    return {"object": "list", "data": data}
