@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 from sqlalchemy import func
@@ -78,6 +79,8 @@ def prepare_local_stack() -> dict[str, str]:
     env.update(localstack.ensure_local_secrets(env))
     env["IMAGEJOBS_REDIS_URL"] = localstack.ensure_redis(env)
     env.setdefault("IMAGEJOBS_DATABASE_URL", "sqlite:///var/imagejobs.db")
+    # Procfile commands (uvicorn, celery, python) must come from this environment
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     subprocess.run([sys.executable, "-m", "producer.cli", "migrate"], env=env, check=True)
     return env
 

@@ -20,7 +20,7 @@ from shared.errors import ConfigurationError
 
 #: credentials the emulator accepts by default (not secrets: they only open the local stand-in)
 EMULATOR_KLING_ACCESS_KEY = "emulator-ak"
-EMULATOR_KLING_SECRET_KEY = "emulator-sk"
+EMULATOR_KLING_SECRET_KEY = "emulator-kling-secret-key-local-only"
 EMULATOR_OPENAI_API_KEY = "emulator-openai-key"
 
 
@@ -163,12 +163,12 @@ class Settings(BaseSettings):
         if kling.access_key is None or kling.secret_key is None:
             kling.access_key = SecretStr(EMULATOR_KLING_ACCESS_KEY)
             kling.secret_key = SecretStr(EMULATOR_KLING_SECRET_KEY)
-            kling.base_url = kling.base_url or self.emulator_url
+            kling.base_url = kling.base_url or f"{self.emulator_url.rstrip('/')}/kling"
         kling.base_url = (kling.base_url or kling.real_base_url).rstrip("/")
         openai = self.openai
         if openai.api_key is None:
             openai.api_key = SecretStr(EMULATOR_OPENAI_API_KEY)
-            openai.base_url = openai.base_url or self.emulator_url
+            openai.base_url = openai.base_url or f"{self.emulator_url.rstrip('/')}/openai"
         openai.base_url = (openai.base_url or openai.real_base_url).rstrip("/")
         self.public_base_url = self.public_base_url.rstrip("/")
         return self

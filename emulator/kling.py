@@ -1,0 +1,246 @@
+"""Kling dialect: the legacy ``/v1/images/generations`` task API (create, query one, list) plus result files.
+
+Envelope ``{"code", "message", "request_id", "data"}`` with Kling's service codes; ms timestamps;
+``task_status`` ``submitted → processing → succeed | failed``. Result images are served by
+``GET /_emulator/files/kling/{task_id}/{index}.png``. Callbacks (``callback_url``) are accepted and
+stored but not sent: clients must poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from emulator.kling_auth import check_kling_auth
+from emulator.kling_params import KlingParamError, parse_submit
+from emulator.kling_tasks import (
+    FAILED,
+    SUCCEED,
+    ConcurrencyExceededError,
+    DuplicateExternalTaskIdError,
+    KlingTask,
+    TaskStore,
+)
+from emulator.knobs import Knobs, sample_latency
+from emulator.markers import GARBAGE_HTML, Markers, parse_markers
+from emulator.render import render_png_cached, size_for_aspect
+
+PATH = "/v1/images/generations"
+MODERATION_MSG = "Failure to pass the risk control system"
+FAILURE_MSG = "Image generation failed due to an internal error, please try again later"
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def envelope(status: int, code: int, message: str, data: Any = None) -> JSONResponse:
+    body = {"code": code, "message": message, "request_id": str(uuid.uuid4()), "data": data}
+    return JSONResponse(body, status_code=status)
+
+
+def _int_query(request: Request, key: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(key)
+    try:
+        value = default if raw is None else int(raw)
+    except ValueError:
+        raise KlingParamError(f"{key} must be an integer") from None
+    if not low <= value <= high:
+        raise KlingParamError(f"{key} must be within [{low}, {high}]")
+    return value
+
+
+class KlingEmulator:
+    """The Kling account: credentials, task store and route handlers."""
+
+    def __init__(
+        self, knobs: Knobs, *, access_key: str, secret_key: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.knobs = knobs
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.clock = clock
+        self.store = TaskStore()
+
+    def reset(self) -> None:
+        self.store.clear()
+
+    def build_router(self, *, with_submit: bool = True) -> APIRouter:
+        """The ``/v1`` API routes (``with_submit=False``: queries only, for the shared root paths)."""
+        router = APIRouter(tags=["kling"])
+        if with_submit:
+            router.add_api_route(PATH, self.submit, methods=["POST"])
+        router.add_api_route(PATH, self.list_tasks, methods=["GET"])
+        router.add_api_route(PATH + "/{task_id}", self.query, methods=["GET"])
+        return router
+
+    def files_router(self) -> APIRouter:
+        router = APIRouter(tags=["kling"])
+        router.add_api_route("/_emulator/files/kling/{task_id}/{index}.png", self.file, methods=["GET"])
+        return router
+
+    # -- handlers -----------------------------------------------------------------------------------
+
+    async def submit(self, request: Request) -> Response:
+        self.knobs.stats.kling.submits += 1
+        return self._tally(await self._submit(request))
+
+    async def query(self, request: Request, task_id: str) -> Response:
+        self.knobs.stats.kling.queries += 1
+        return self._tally(await self._query(request, task_id))
+
+    async def list_tasks(self, request: Request) -> Response:
+        self.knobs.stats.kling.queries += 1
+        single = request.query_params.get("external_task_id") or request.query_params.get("task_id")
+        if single:
+            return self._tally(await self._query(request, single))
+        return self._tally(await self._list(request))
+
+    async def file(self, task_id: str, index: str) -> Response:
+        task = self.store.get(task_id)
+        now = self.clock()
+        if task is None or task.state_at(now)[0] != SUCCEED or index not in map(str, range(task.request.n)):
+            return envelope(404, 1203, "resource does not exist")
+        width, height = size_for_aspect(task.request.aspect_ratio, self.knobs.config.image_long_side)
+        png = render_png_cached(f"kling {task.task_id} #{index}", width, height)
+        return Response(png, media_type="image/png", headers={"cache-control": "public, max-age=2592000"})
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _tally(self, response: Response) -> Response:
+        if response.status_code >= 300:
+            self.knobs.stats.kling.rejected += 1
+        return response
+
+    def _auth_error(self, request: Request) -> Response | None:
+        header = request.headers.get("authorization")
+        failure = check_kling_auth(header, access_key=self.access_key, secret_key=self.secret_key)
+        return None if failure is None else envelope(401, failure.code, failure.message)
+
+    async def _submit(self, request: Request) -> Response:
+        if (denied := self._auth_error(request)) is not None:
+            return denied
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return envelope(400, 1200, "invalid request parameters: body is not valid JSON")
+        if not isinstance(body, dict):
+            return envelope(400, 1200, "invalid request parameters: body must be a JSON object")
+        try:
+            params = parse_submit(body)
+        except KlingParamError as exc:
+            return envelope(400, 1201, f"invalid parameter: {exc}")
+        markers = parse_markers(params.prompt)
+        if (rejection := self._front_door(markers)) is not None:
+            return rejection
+        now = self.clock()
+        task = KlingTask(
+            task_id=str(uuid.uuid4()),
+            request=params,
+            created_at=now,
+            latency_s=self._latency(markers),
+            failure_msg=self._failure(markers),
+        )
+        try:
+            self.store.add(task, now=now, concurrency_limit=self.knobs.config.kling.concurrency_limit)
+        except DuplicateExternalTaskIdError:
+            return envelope(400, 1201, f"invalid parameter: external_task_id {params.external_task_id!r} exists")
+        except ConcurrencyExceededError:
+            return envelope(429, 1303, "parallel task over resource pack limit")
+        data = {
+            "task_id": task.task_id,
+            "task_status": "submitted",
+            "task_info": self._task_info(task),
+            "created_at": _ms(now),
+            "updated_at": _ms(now),
+        }
+        return envelope(200, 0, "SUCCEED", data)
+
+    def _front_door(self, markers: Markers) -> Response | None:
+        """Faults decided at submit time: markers first, then the random rates."""
+        knobs = self.knobs.config.kling
+        if markers.moderated:
+            return envelope(400, 1301, "content security policy triggered")
+        if markers.rate_limited:
+            return envelope(429, 1302, "request too fast, please slow down")
+        if markers.quota:
+            return envelope(429, 1102, "resource pack depleted or expired")
+        if markers.server_error:
+            return envelope(500, 5000, "internal error")
+        if markers.garbage:
+            return HTMLResponse(GARBAGE_HTML, status_code=200)
+        if self.knobs.chance(knobs.error_rate):
+            return envelope(500, 5000, "internal error")
+        if self.knobs.chance(knobs.rate_limit_rate):
+            return envelope(429, 1302, "request too fast, please slow down")
+        return None
+
+    def _latency(self, markers: Markers) -> float:
+        if markers.hang:
+            return math.inf
+        if markers.latency_s is not None:
+            return markers.latency_s
+        return sample_latency(self.knobs.config.kling.latency, self.knobs.rng)
+
+    def _failure(self, markers: Markers) -> str | None:
+        if markers.moderated_async:
+            return MODERATION_MSG
+        if markers.fail or self.knobs.chance(self.knobs.config.kling.failure_rate):
+            return FAILURE_MSG
+        return None
+
+    async def _query(self, request: Request, task_id: str) -> Response:
+        await self._status_delay()
+        if (denied := self._auth_error(request)) is not None:
+            return denied
+        task = self.store.get(task_id)
+        if task is None:
+            return envelope(404, 1203, f"task {task_id} does not exist")
+        return envelope(200, 0, "SUCCEED", self._task_data(task, request))
+
+    async def _list(self, request: Request) -> Response:
+        await self._status_delay()
+        if (denied := self._auth_error(request)) is not None:
+            return denied
+        try:
+            page_num = _int_query(request, "pageNum", 1, 1, 1000)
+            page_size = _int_query(request, "pageSize", 30, 1, 500)
+        except KlingParamError as exc:
+            return envelope(400, 1201, f"invalid parameter: {exc}")
+        tasks = self.store.page(page_num, page_size)
+        return envelope(200, 0, "SUCCEED", [self._task_data(task, request) for task in tasks])
+
+    async def _status_delay(self) -> None:
+        if (delay := self.knobs.config.status_latency_s) > 0:
+            await asyncio.sleep(delay)
+
+    @staticmethod
+    def _task_info(task: KlingTask) -> dict[str, str]:
+        external = task.request.external_task_id
+        return {} if external is None else {"external_task_id": external}
+
+    def _task_data(self, task: KlingTask, request: Request) -> dict[str, Any]:
+        status, updated_at = task.state_at(self.clock())
+        data: dict[str, Any] = {
+            "task_id": task.task_id,
+            "task_status": status,
+            "task_status_msg": (task.failure_msg or "") if status == FAILED else "",
+            "task_info": self._task_info(task),
+            "created_at": _ms(task.created_at),
+            "updated_at": _ms(updated_at),
+        }
+        if status != SUCCEED:
+            return data | {"task_result": {}}
+        base = str(request.base_url).rstrip("/")
+        images = [
+            {"index": i, "url": f"{base}/_emulator/files/kling/{task.task_id}/{i}.png"} for i in range(task.request.n)
+        ]
+        return data | {"final_unit_deduction": str(task.request.units), "task_result": {"images": images}}

@@ -1,0 +1,233 @@
+"""OpenAI Images dialect: synchronous ``POST /v1/images/generations`` (JSON) and ``/v1/images/edits`` (multipart).
+
+The handler waits the sampled generation time (``asyncio.sleep``), then answers an ``ImagesResponse``:
+``data[].b64_json`` plus ``usage`` for GPT image models; ``data[].url`` (served by
+``GET /_emulator/files/openai/{id}/{index}.png``) or ``b64_json`` for DALL·E. Every response carries
+``x-request-id``; injected 429/5xx faults also carry ``x-should-retry: false``, so the SDK's automatic
+retries do not multiply them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from emulator.knobs import Knobs, sample_latency
+from emulator.markers import GARBAGE_HTML, Markers, parse_markers
+from emulator.openai_edits import check_edit_files, read_edit_form
+from emulator.openai_params import DALL_E_3, OpenAIImageRequest, OpenAIParamError, parse_image_request
+from emulator.render import render_image, render_png_cached
+
+HANG_S = 3600.0
+_NO_RETRY = {"x-should-retry": "false"}
+_MAX_URL_RESULTS = 10_000
+# Output tokens per image for 1024x1024 / 1024x1536 / 1536x1024 (gpt-image-1 family).
+_OUTPUT_TOKENS = {"low": (272, 408, 400), "medium": (1056, 1584, 1568), "high": (4160, 6240, 6208)}
+_SIZE_COLUMN = {"1024x1024": 0, "1024x1536": 1, "1536x1024": 2}
+_IMAGE_INPUT_TOKENS = 323  # per input image of an edit (a plausible low-fidelity figure)
+
+
+def openai_error(
+    status: int,
+    message: str,
+    *,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _server_error() -> JSONResponse:
+    message = "The server had an error while processing your request. Sorry about that!"
+    return openai_error(500, message, type_="server_error", headers=_NO_RETRY)
+
+
+def _rate_limited() -> JSONResponse:
+    message = "Rate limit reached for requests. Please try again in 1s."
+    headers = {**_NO_RETRY, "retry-after": "1"}
+    return openai_error(429, message, type_="requests", code="rate_limit_exceeded", headers=headers)
+
+
+def _mask(key: str) -> str:
+    return f"{key[:3]}{'*' * 8}{key[-4:]}" if len(key) > 8 else "*" * len(key)
+
+
+def usage(request: OpenAIImageRequest, input_images: int) -> dict[str, Any]:
+    """A realistic ``usage`` block for GPT image models."""
+    row = _OUTPUT_TOKENS.get(request.quality, _OUTPUT_TOKENS["high"])
+    column = _SIZE_COLUMN.get(request.size)
+    per_image = row[column] if column is not None else round(row[0] * request.width * request.height / 1024**2)
+    text_tokens = max(1, len(request.prompt) // 4)
+    image_tokens = _IMAGE_INPUT_TOKENS * input_images
+    output_tokens = per_image * request.n
+    return {
+        "input_tokens": text_tokens + image_tokens,
+        "input_tokens_details": {"image_tokens": image_tokens, "text_tokens": text_tokens},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"image_tokens": output_tokens, "text_tokens": 0},
+        "total_tokens": text_tokens + image_tokens + output_tokens,
+    }
+
+
+class OpenAIEmulator:
+    """The OpenAI account: API key, DALL·E URL results and route handlers."""
+
+    def __init__(self, knobs: Knobs, *, api_key: str) -> None:
+        self.knobs = knobs
+        self.api_key = api_key
+        self._url_results: OrderedDict[str, tuple[int, int, int]] = OrderedDict()  # id -> (w, h, n)
+
+    def reset(self) -> None:
+        self._url_results.clear()
+
+    def build_router(self) -> APIRouter:
+        router = APIRouter(tags=["openai"])
+        router.add_api_route("/v1/images/generations", self.generate, methods=["POST"])
+        router.add_api_route("/v1/images/edits", self.edit, methods=["POST"])
+        return router
+
+    def files_router(self) -> APIRouter:
+        router = APIRouter(tags=["openai"])
+        router.add_api_route("/_emulator/files/openai/{result_id}/{index}.png", self.file, methods=["GET"])
+        return router
+
+    # -- handlers -----------------------------------------------------------------------------------
+
+    async def generate(self, request: Request) -> Response:
+        return await self._handle(request, edit=False)
+
+    async def edit(self, request: Request) -> Response:
+        return await self._handle(request, edit=True)
+
+    async def file(self, result_id: str, index: str) -> Response:
+        found = self._url_results.get(result_id)
+        if found is None or index not in map(str, range(found[2])):
+            return openai_error(404, "File not found.")
+        png = render_png_cached(f"openai {result_id} #{index}", found[0], found[1])
+        return Response(png, media_type="image/png")
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    async def _handle(self, request: Request, *, edit: bool) -> Response:
+        self.knobs.stats.openai.requests += 1
+        started = time.monotonic()
+        result_id = uuid.uuid4().hex
+        response = await self._answer(request, result_id, edit=edit)
+        response.headers["x-request-id"] = f"req_{result_id}"
+        response.headers["openai-processing-ms"] = str(round((time.monotonic() - started) * 1000))
+        if response.status_code >= 300:
+            self.knobs.stats.openai.rejected += 1
+        return response
+
+    async def _answer(self, request: Request, result_id: str, *, edit: bool) -> Response:
+        if (denied := self._auth_error(request)) is not None:
+            return denied
+        input_images = 0
+        try:
+            if edit:
+                form = await read_edit_form(request)
+                params = parse_image_request(form.fields, edit=True)
+                check_edit_files(params, form)
+                input_images = len(form.images)
+            else:
+                params = parse_image_request(await self._json_body(request))
+        except OpenAIParamError as exc:
+            return openai_error(exc.status, exc.message, param=exc.param, code=exc.code)
+        markers = parse_markers(params.prompt)
+        if (rejection := self._front_door(markers)) is not None:
+            return rejection
+        await asyncio.sleep(self._latency(markers))
+        if markers.fail or self.knobs.chance(self.knobs.config.openai.failure_rate):
+            return _server_error()
+        return JSONResponse(self._images_response(request, params, result_id, input_images))
+
+    def _auth_error(self, request: Request) -> Response | None:
+        scheme, _, key = request.headers.get("authorization", "").strip().partition(" ")
+        key = key.strip()
+        if scheme.lower() == "bearer" and key == self.api_key:
+            return None
+        if not key:
+            message = "You didn't provide an API key. Use an Authorization header with Bearer auth."
+        else:
+            message = f"Incorrect API key provided: {_mask(key)}. Find your API key in your account settings."
+        return openai_error(401, message, code="invalid_api_key")
+
+    @staticmethod
+    async def _json_body(request: Request) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise OpenAIParamError("We could not parse the JSON body of your request.", None)
+        return body
+
+    def _front_door(self, markers: Markers) -> Response | None:
+        """Faults decided before generating: markers first, then the random rates."""
+        knobs = self.knobs.config.openai
+        if markers.moderated:
+            message = "Your request was rejected by the safety system. Contact us if you think this is an error."
+            return openai_error(400, message, type_="image_generation_user_error", code="moderation_blocked")
+        if markers.rate_limited:
+            return _rate_limited()
+        if markers.quota:
+            message = "You exceeded your current quota, please check your plan and billing details."
+            return openai_error(429, message, type_="insufficient_quota", code="insufficient_quota", headers=_NO_RETRY)
+        if markers.server_error or self.knobs.chance(knobs.error_rate):
+            return _server_error()
+        if markers.garbage:
+            return HTMLResponse(GARBAGE_HTML, status_code=200)
+        if self.knobs.chance(knobs.rate_limit_rate):
+            return _rate_limited()
+        return None
+
+    def _latency(self, markers: Markers) -> float:
+        if markers.hang:
+            return HANG_S
+        if markers.latency_s is not None:
+            return markers.latency_s
+        return sample_latency(self.knobs.config.openai.latency, self.knobs.rng)
+
+    def _images_response(
+        self, request: Request, params: OpenAIImageRequest, result_id: str, input_images: int
+    ) -> dict[str, Any]:
+        revised_prompt = params.prompt if params.model == DALL_E_3 else None
+        data: list[dict[str, Any]] = []
+        if params.response_format == "url":
+            self._remember(result_id, params)
+            base = str(request.base_url).rstrip("/")
+            for i in range(params.n):
+                url = f"{base}/_emulator/files/openai/{result_id}/{i}.png"
+                data.append({"url": url, "revised_prompt": revised_prompt})
+        else:
+            for i in range(params.n):
+                label = f"openai {result_id} #{i}"
+                transparent = params.background == "transparent"
+                raw = render_image(label, params.width, params.height, params.output_format, transparent=transparent)
+                data.append({"b64_json": base64.b64encode(raw).decode("ascii"), "revised_prompt": revised_prompt})
+        body: dict[str, Any] = {"created": int(time.time()), "data": data}
+        if params.is_gpt:
+            body |= {
+                "background": params.background,
+                "output_format": params.output_format,
+                "quality": params.quality,
+                "size": params.size,
+                "usage": usage(params, input_images),
+            }
+        return body
+
+    def _remember(self, result_id: str, params: OpenAIImageRequest) -> None:
+        self._url_results[result_id] = (params.width, params.height, params.n)
+        while len(self._url_results) > _MAX_URL_RESULTS:
+            self._url_results.popitem(last=False)
