@@ -68,7 +68,7 @@ def sources_of(dst: JobStatus) -> frozenset[JobStatus]:
 class ImageRequest(BaseModel):
     """The union of every dialect's request fields (seed documents); the catalog decides what a model takes."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
     model: str
     prompt: str | None = None

@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from shared.config import Settings
 
@@ -73,7 +73,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": timings.task_events,
         "task_send_sent_event": timings.task_events,
-        "task_queues": [Queue(name.value) for name in QueueName],
+        "task_queues": [Queue(name.value, Exchange(name.value), routing_key=name.value) for name in QueueName],
         "task_default_queue": QueueName.SUBMIT.value,
         "task_routes": {task.value: {"queue": queue.value} for task, queue in TASK_QUEUES.items()},
         "beat_schedule": {

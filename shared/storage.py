@@ -32,7 +32,7 @@ class LocalStorage:
         self.root = root
 
     def path_of(self, key: str) -> Path:
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):  # not match(): '$' would accept a trailing newline
             raise StorageKeyError(key)
         return self.root / key
 

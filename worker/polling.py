@@ -21,7 +21,11 @@ def next_poll_delay(polls_done: int, policy: PollingPolicy, *, rng: random.Rando
     if polls_done <= 0:
         nominal = policy.first_poll_s
     else:
-        nominal = min(policy.max_s, policy.base_s * policy.factor ** (polls_done - 1))
+        try:
+            grown = policy.base_s * policy.factor ** (polls_done - 1)
+        except OverflowError:  # a long chain (deadlines may be days) would overflow the float
+            grown = policy.max_s
+        nominal = min(policy.max_s, grown)
     spread = (rng or random).uniform(-policy.jitter, policy.jitter)
     return min(max(nominal * (1 + spread), MIN_DELAY_S), MAX_COUNTDOWN_S)
 

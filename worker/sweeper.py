@@ -77,7 +77,7 @@ def _resend_submits(status: JobStatus, rt: Runtime) -> int:
     resent = 0
     for job in jobs:
         with rt.session() as session, session.begin():
-            won = jobs_repo.touch_dispatch(session=session, job_id=job.id, status=status, not_since=not_since)
+            won = jobs_repo.touch_dispatch(session=session, job_id=job.id, status=status, not_since=not_since, now=now)
         if won:
             rt.sender.submit(job.id)
             resent += 1

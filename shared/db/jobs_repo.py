@@ -79,8 +79,10 @@ def schedule_next_poll(*, session: Session, job_id: str, expected_poll_count: in
     return session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
 
 
-def touch_dispatch(*, session: Session, job_id: str, status: JobStatus, not_since: datetime) -> bool:
-    """Mark a job as (re-)dispatched unless someone else did so since ``not_since``."""
+def touch_dispatch(
+    *, session: Session, job_id: str, status: JobStatus, not_since: datetime, now: datetime | None = None
+) -> bool:
+    """Mark a job as (re-)dispatched at ``now`` unless someone else did so since ``not_since``."""
     statement = (
         update(Job)
         .where(
@@ -88,7 +90,7 @@ def touch_dispatch(*, session: Session, job_id: str, status: JobStatus, not_sinc
             col(Job.status) == status,
             or_(col(Job.dispatched_at).is_(None), col(Job.dispatched_at) < not_since),
         )
-        .values(dispatched_at=utcnow())
+        .values(dispatched_at=now or utcnow())
     )
     return session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
 

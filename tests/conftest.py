@@ -1,0 +1,131 @@
+"""Fixtures shared by every layer: real Redis and PostgreSQL when asked for, test settings, the emulator."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from redis import Redis
+
+from producer.localstack import start_private_redis
+from shared.config import Settings
+from shared.db.migrate import upgrade
+from tests.support import (
+    API_KEY,
+    OTHER_API_KEY,
+    SIGNING_KEY,
+    WEBHOOK_SECRET,
+    Process,
+    emulator_command,
+    free_port,
+    http_ok,
+    wait_until,
+)
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+POSTGRES_ADMIN_URL = os.environ.get("IMAGEJOBS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def make_settings(**overrides: object) -> Settings:
+    """Settings built explicitly (the environment is not read for required values)."""
+    values: dict[str, object] = {
+        "api_keys": [API_KEY, OTHER_API_KEY],
+        "signing_key": SIGNING_KEY,
+        "webhooks": {"secret": WEBHOOK_SECRET, "retry_delays_s": [0.5, 1.0]},
+        "database_url": "sqlite:///:memory:",
+        "emulator_url": "http://127.0.0.1:9",
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's IMAGEJOBS_* variables."""
+    for name in list(os.environ):
+        if name.startswith("IMAGEJOBS_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for this test session (never the machine's shared one)."""
+    port = free_port()
+    process = start_private_redis(tmp_path_factory.mktemp("redis"), port=port, appendonly=False)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[Redis]:
+    client = Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def _postgres_available() -> bool:
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    if not _postgres_available():
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required under CI=true but {POSTGRES_ADMIN_URL} does not answer")
+        pytest.skip("PostgreSQL is not available (set IMAGEJOBS_TEST_POSTGRES_URL)")
+    return POSTGRES_ADMIN_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test, dropped afterwards."""
+    name = f"imagejobs_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    yield url
+    with psycopg.connect(postgres_server_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh, migrated SQLite database file."""
+    url = f"sqlite:///{tmp_path / 'imagejobs.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Runs a test on both databases."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture(scope="session")
+def emulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The upstream emulator as a real HTTP server (a separate process, like in production)."""
+    port = free_port()
+    logs = tmp_path_factory.mktemp("emulator")
+    process = Process("emulator", emulator_command(port), env=dict(os.environ), log_dir=logs)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(f"{url}/_emulator/config"), timeout_s=20, what="the emulator")
+        yield url
+    finally:
+        process.stop()

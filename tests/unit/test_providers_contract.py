@@ -1,0 +1,369 @@
+"""One contract for every adapter, run against the upstream emulator in-process (no sockets).
+
+The emulator app is driven through ``fastapi.testclient.TestClient``. This Starlette's ``TestClient`` is an
+``httpx2.Client``, not an ``httpx.Client``, so the adapters get a real ``httpx.Client`` whose transport hands
+each request to the ``TestClient`` (``_InProcess``): the adapters' httpx error and response handling is
+the production one. Generation latency is set to zero, so Kling tasks finish at once.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from pydantic import SecretStr
+
+from emulator.app import create_app
+from shared.catalog import load_catalog, validate_request
+from shared.config import EMULATOR_KLING_ACCESS_KEY, EMULATOR_KLING_SECRET_KEY
+from shared.errors import (
+    ContentPolicyError,
+    ErrorCode,
+    PermanentProviderError,
+    ProviderAuthError,
+    ProviderError,
+    QuotaExceededError,
+    RateLimitedError,
+    TransientProviderError,
+    UnexpectedResponseError,
+    UpstreamRejectedError,
+)
+from shared.jobs import ImageRequest
+from tests.conftest import make_settings
+from worker.providers import PROVIDERS, Accepted, Completed, ImageProvider, JobSpec, ResultImage, UpstreamState
+from worker.providers.kling import KlingProvider
+from worker.providers.openai_images import OpenAIImagesProvider
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class _InProcess(httpx.BaseTransport):
+    """An ``httpx`` transport that sends every request through the emulator's ``TestClient``."""
+
+    def __init__(self, client: TestClient) -> None:
+        self._client = client
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        answer = self._client.request(
+            request.method, str(request.url), headers=request.headers.multi_items(), content=request.read()
+        )
+        return httpx.Response(
+            answer.status_code, headers=answer.headers.multi_items(), content=answer.content, request=request
+        )
+
+
+def _http(emulator: TestClient, configured_base_url: str | None) -> httpx.Client:
+    """The configured emulator base URL (with its dialect prefix, e.g. ``/kling``) on the in-process host."""
+    assert configured_base_url is not None
+    base_url = httpx.URL(configured_base_url).copy_with(scheme="http", host="emulator", port=None)
+    return httpx.Client(base_url=base_url, transport=_InProcess(emulator))
+
+
+@dataclass(frozen=True)
+class Contract:
+    """How to build one adapter and a valid job for it (through the catalog, as the producer would)."""
+
+    provider: str
+    request: dict[str, Any]
+    build: Callable[[TestClient, bool], ImageProvider]
+
+    def spec(self, prompt: str, *, attempt: int = 1, job_id: str | None = None, **params: Any) -> JobSpec:
+        validated = validate_request(
+            ImageRequest.model_validate({**self.request, "prompt": prompt}), catalog=load_catalog()
+        )
+        return JobSpec(
+            job_id=job_id or uuid.uuid4().hex,
+            upstream_model=validated.upstream_model,
+            operation=validated.operation,
+            params={**validated.upstream_params, **params},
+            image_count=validated.image_count,
+            attempt=attempt,
+        )
+
+
+def _kling(http: TestClient, good_credentials: bool) -> ImageProvider:
+    settings = make_settings().kling
+    if not good_credentials:
+        settings = settings.model_copy(
+            update={"access_key": SecretStr("wrong-ak"), "secret_key": SecretStr("wrong-secret-key-" + "x" * 20)}
+        )
+    return KlingProvider(settings, http=_http(http, settings.base_url))
+
+
+def _openai(http: TestClient, good_credentials: bool) -> ImageProvider:
+    settings = make_settings().openai
+    if not good_credentials:
+        settings = settings.model_copy(update={"api_key": SecretStr("sk-wrong-key")})
+    return OpenAIImagesProvider(settings, http=_http(http, settings.base_url))
+
+
+KLING = Contract(
+    provider="kling",
+    request={"model": "kling-image", "model_name": "kling-v2-1", "aspect_ratio": "1:1", "n": 2},
+    build=_kling,
+)
+OPENAI = Contract(
+    provider="openai",
+    request={"model": "gpt-image-1", "quality": "low", "size": "1024x1024", "n": 2},
+    build=_openai,
+)
+CONTRACTS = {contract.provider: contract for contract in (KLING, OPENAI)}
+
+
+def test_every_registered_provider_has_a_contract() -> None:
+    assert set(CONTRACTS) == set(PROVIDERS)
+
+
+@pytest.fixture
+def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """A fresh emulator with its default credentials and zero generation latency."""
+    for name in ("EMULATOR_KLING_ACCESS_KEY", "EMULATOR_KLING_SECRET_KEY", "EMULATOR_OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with TestClient(create_app(), base_url="http://emulator") as client:
+        zero = {"latency": {"kind": "fixed", "value_s": 0}}
+        response = client.put("/_emulator/config", json={"kling": zero, "openai": zero})
+        assert response.status_code == 200, response.text
+        assert response.json()["kling"]["latency"] == {"kind": "fixed", "value_s": 0.0}
+        yield client
+
+
+@pytest.fixture(params=list(CONTRACTS))
+def contract(request: pytest.FixtureRequest) -> Contract:
+    return CONTRACTS[request.param]
+
+
+@pytest.fixture
+def adapter(contract: Contract, emulator: TestClient) -> Iterator[ImageProvider]:
+    built = contract.build(emulator, True)
+    yield built
+    built.close()
+
+
+def _stats(emulator: TestClient) -> dict[str, dict[str, int]]:
+    stats: dict[str, dict[str, int]] = emulator.get("/_emulator/stats").json()
+    return stats
+
+
+def _run_to_completion(adapter: ImageProvider, spec: JobSpec, *, max_polls: int = 5) -> tuple[ResultImage, ...]:
+    submission = adapter.submit(spec)
+    if isinstance(submission, Completed):
+        return submission.images
+    assert isinstance(submission, Accepted)
+    for _ in range(max_polls):
+        result = adapter.poll(submission.upstream_id)
+        if result.state == UpstreamState.SUCCEEDED:
+            return result.images
+        assert result.state == UpstreamState.PENDING, result
+    raise AssertionError(f"still pending after {max_polls} polls")
+
+
+def _image_bytes(image: ResultImage, emulator: TestClient) -> bytes:
+    if image.data is not None:
+        return image.data
+    assert image.url is not None
+    response = emulator.get(image.url)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    return response.content
+
+
+# -- success -----------------------------------------------------------------------------------------
+
+
+def test_submit_runs_to_success_with_png_images(
+    adapter: ImageProvider, contract: Contract, emulator: TestClient
+) -> None:
+    images = _run_to_completion(adapter, contract.spec("a red fox in snow"))
+
+    assert len(images) == 2
+    for image in images:
+        data = _image_bytes(image, emulator)
+        assert data.startswith(PNG_MAGIC)
+        with Image.open(io.BytesIO(data)) as picture:
+            assert picture.format == "PNG"
+            assert picture.width == picture.height  # 1:1 / 1024x1024
+    assert _stats(emulator)[contract.provider]["rejected"] == 0
+
+
+def test_kling_answers_urls_and_openai_answers_bytes(adapter: ImageProvider, contract: Contract) -> None:
+    images = _run_to_completion(adapter, contract.spec("a lighthouse"))
+
+    if contract.provider == "kling":
+        assert all(image.url is not None and image.data is None for image in images)
+        assert all(str(image.url).startswith("http://emulator/_emulator/files/kling/") for image in images)
+    else:
+        assert all(image.data is not None and image.url is None for image in images)
+
+
+def test_kling_submit_is_accepted_and_pending_until_generated(emulator: TestClient) -> None:
+    adapter = KLING.build(emulator, True)
+
+    submission = adapter.submit(KLING.spec("a slow fox [latency=60]"))
+
+    assert isinstance(submission, Accepted)
+    assert adapter.poll(submission.upstream_id).state == UpstreamState.PENDING
+    assert adapter.poll(submission.upstream_id).images == ()
+
+
+def test_kling_sends_the_job_id_as_external_task_id(emulator: TestClient) -> None:
+    adapter = KLING.build(emulator, True)
+    spec = KLING.spec("a fox")
+
+    submission = adapter.submit(spec)
+
+    assert isinstance(submission, Accepted)
+    assert adapter.poll(spec.job_id).state == UpstreamState.SUCCEEDED  # the emulator finds it by external id
+
+
+def test_openai_submit_is_synchronous(emulator: TestClient) -> None:
+    submission = OPENAI.build(emulator, True).submit(OPENAI.spec("a lighthouse"))
+
+    assert isinstance(submission, Completed)
+    assert _stats(emulator)["openai"]["requests"] == 1
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+
+def test_wrong_credentials_raise_provider_auth_error(contract: Contract, emulator: TestClient) -> None:
+    adapter = contract.build(emulator, False)
+
+    with pytest.raises(ProviderAuthError) as caught:
+        adapter.submit(contract.spec("a fox"))
+
+    assert caught.value.code == ErrorCode.UPSTREAM_AUTH
+    assert caught.value.provider == contract.provider
+    assert _stats(emulator)[contract.provider]["rejected"] == 1
+
+
+@pytest.mark.parametrize(
+    ("marker", "error_type", "code"),
+    [
+        pytest.param("[quota]", QuotaExceededError, ErrorCode.INSUFFICIENT_QUOTA, id="quota"),
+        pytest.param("[429]", RateLimitedError, ErrorCode.RATE_LIMITED, id="rate-limited"),
+        pytest.param("[500]", TransientProviderError, ErrorCode.UPSTREAM_UNAVAILABLE, id="server-error"),
+        pytest.param("[moderated]", ContentPolicyError, ErrorCode.CONTENT_POLICY_VIOLATION, id="moderated"),
+        pytest.param("[garbage]", UnexpectedResponseError, ErrorCode.UPSTREAM_BAD_RESPONSE, id="garbage"),
+    ],
+)
+def test_submit_error_maps_to_the_error_tree(
+    adapter: ImageProvider, contract: Contract, marker: str, error_type: type[ProviderError], code: ErrorCode
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        adapter.submit(contract.spec(f"a fox {marker}"))
+
+    assert type(caught.value) is error_type
+    assert caught.value.code == code
+    assert caught.value.provider == contract.provider
+
+
+def test_quota_is_permanent_and_rate_limit_is_transient(adapter: ImageProvider, contract: Contract) -> None:
+    with pytest.raises(PermanentProviderError):
+        adapter.submit(contract.spec("[quota]"))
+    with pytest.raises(TransientProviderError):
+        adapter.submit(contract.spec("[429]"))
+
+
+def test_openai_rate_limit_carries_retry_after(emulator: TestClient) -> None:
+    with pytest.raises(RateLimitedError) as caught:
+        OPENAI.build(emulator, True).submit(OPENAI.spec("[429]"))
+
+    assert caught.value.retry_after_s == 1.0
+
+
+def test_parameters_the_upstream_refuses_raise_upstream_rejected(contract: Contract, emulator: TestClient) -> None:
+    adapter = contract.build(emulator, True)
+    spec = contract.spec("a fox", n=99)
+
+    with pytest.raises(UpstreamRejectedError) as caught:
+        adapter.submit(spec)
+
+    assert caught.value.code == ErrorCode.UPSTREAM_REJECTED
+    assert re.search(r"\bn\b", caught.value.message), caught.value.message  # names the parameter
+
+
+@pytest.mark.parametrize(
+    ("marker", "error_type", "code"),
+    [
+        pytest.param("[moderated-async]", ContentPolicyError, ErrorCode.CONTENT_POLICY_VIOLATION, id="moderated"),
+        pytest.param("[fail]", ProviderError, ErrorCode.UPSTREAM_FAILED, id="failed"),
+    ],
+)
+def test_kling_task_that_ends_failed_is_reported_by_poll(
+    emulator: TestClient, marker: str, error_type: type[ProviderError], code: ErrorCode
+) -> None:
+    adapter = KLING.build(emulator, True)
+    submission = adapter.submit(KLING.spec(f"a fox {marker}"))
+    assert isinstance(submission, Accepted)
+
+    result = adapter.poll(submission.upstream_id)
+
+    assert result.state == UpstreamState.FAILED
+    assert result.images == ()
+    assert type(result.error) is error_type
+    assert result.error is not None
+    assert result.error.code == code
+
+
+def test_kling_poll_of_an_unknown_task_is_rejected(emulator: TestClient) -> None:
+    with pytest.raises(UpstreamRejectedError):
+        KLING.build(emulator, True).poll("no-such-task")
+
+
+def test_openai_failure_after_generation_is_transient(emulator: TestClient) -> None:
+    with pytest.raises(TransientProviderError):
+        OPENAI.build(emulator, True).submit(OPENAI.spec("a fox [fail]"))
+
+
+# -- idempotent Kling submit ---------------------------------------------------------------------------
+
+
+def test_kling_resubmit_of_a_submitted_job_returns_the_same_task(emulator: TestClient) -> None:
+    adapter = KLING.build(emulator, True)
+    job_id = uuid.uuid4().hex
+    first = adapter.submit(KLING.spec("a fox", job_id=job_id))
+
+    # When a worker that died after submitting is replaced and the job is submitted again
+    second = adapter.submit(KLING.spec("a fox", job_id=job_id, attempt=2))
+
+    assert isinstance(first, Accepted) and isinstance(second, Accepted)
+    assert second.upstream_id == first.upstream_id
+    stats = _stats(emulator)["kling"]
+    assert stats["submits"] == 1
+    assert stats["queries"] == 1
+    listed = emulator.get("/kling/v1/images/generations", headers=_kling_auth()).json()["data"]
+    assert len(listed) == 1
+
+
+def test_kling_resubmit_of_a_job_that_never_arrived_creates_the_task(emulator: TestClient) -> None:
+    adapter = KLING.build(emulator, True)
+    job_id = uuid.uuid4().hex
+
+    submission = adapter.submit(KLING.spec("a fox", job_id=job_id, attempt=2))
+
+    assert isinstance(submission, Accepted)
+    stats = _stats(emulator)["kling"]
+    assert (stats["submits"], stats["queries"]) == (1, 1)
+    assert adapter.poll(job_id).state == UpstreamState.SUCCEEDED
+
+
+def test_kling_first_attempt_does_not_look_the_job_up(emulator: TestClient) -> None:
+    KLING.build(emulator, True).submit(KLING.spec("a fox"))
+
+    assert _stats(emulator)["kling"] == {"submits": 1, "queries": 0, "rejected": 0}
+
+
+def _kling_auth() -> dict[str, str]:
+    now = int(time.time())
+    payload = {"iss": EMULATOR_KLING_ACCESS_KEY, "exp": now + 60, "nbf": now - 5}
+    return {"Authorization": f"Bearer {jwt.encode(payload, EMULATOR_KLING_SECRET_KEY, algorithm='HS256')}"}
