@@ -118,7 +118,9 @@ def make_runtime(
         storage=LocalStorage(files_dir),
         sender=sender,
         announce_done=announced.append,
-        downloads=httpx.Client(transport=httpx.MockTransport(lambda _request: httpx.Response(200, content=png_bytes()))),
+        downloads=httpx.Client(
+            transport=httpx.MockTransport(lambda _request: httpx.Response(200, content=png_bytes()))
+        ),
         webhook_http=httpx.Client(transport=httpx.MockTransport(handler)),
         clock=clock or Clock(),
     )

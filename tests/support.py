@@ -106,8 +106,21 @@ def python_command(*args: str) -> list[str]:
 
 def celery_worker_command(concurrency: int = 8) -> list[str]:
     return python_command(
-        "-m", "celery", "-A", "worker.app", "worker", "--pool", "threads", "--concurrency", str(concurrency),
-        "--queues", "submit,poll,webhooks,maintenance", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        "submit,poll,webhooks,maintenance",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
     )
 
 
@@ -117,7 +130,14 @@ def celery_beat_command(schedule: Path) -> list[str]:
 
 def api_command(port: int) -> list[str]:
     return python_command(
-        "-m", "uvicorn", "--factory", "producer.http.app:create_app", "--host", "127.0.0.1", "--port", str(port),
+        "-m",
+        "uvicorn",
+        "--factory",
+        "producer.http.app:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
     )
 
 
