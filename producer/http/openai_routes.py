@@ -17,7 +17,7 @@ from shared.db import jobs_repo
 from shared.db.tables import Job
 from shared.errors import ErrorCode
 from shared.jobs import TERMINAL, ImageRequest, JobStatus
-from shared.views import JobView
+from shared.views import JobView, job_view
 
 router = APIRouter(tags=["OpenAI Images"])
 Context = Annotated[ApiContext, Depends(api_context)]
@@ -46,7 +46,10 @@ async def create_generation(
         if await context.waiter.wait(job_id, timeout_s=context.settings.sync_timeout_s, is_done=is_done):
             view = await run_in_threadpool(context.load_view, job_id, owner)
             return await _sync_answer(context, view, enqueued.job.response_format)
-    view = await run_in_threadpool(context.load_view, job_id, owner)
+    if enqueued.created and wants_async(payload, prefer):
+        view = job_view(enqueued.job, images=[], cost=None, sign=context.sign)  # just inserted: nothing to read
+    else:
+        view = await run_in_threadpool(context.load_view, job_id, owner)
     return JSONResponse(view.model_dump(mode="json"), status_code=202)
 
 
