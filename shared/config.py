@@ -179,11 +179,19 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"IMAGEJOBS_{'__'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors()
-        )
+        problems = "; ".join(_describe(error["loc"], error["msg"]) for error in exc.errors())
         raise ConfigurationError(f"invalid settings: {problems}") from None
+
+
+def _describe(loc: tuple[int | str, ...], message: str) -> str:
+    """``IMAGEJOBS_<PATH>: message``; a missing section names its required variables."""
+    name = "IMAGEJOBS_" + "__".join(str(part) for part in loc).upper()
+    field = Settings.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    section = field.annotation if field is not None else None
+    if message == "Field required" and isinstance(section, type) and issubclass(section, BaseModel):
+        required = [key for key, info in section.model_fields.items() if info.is_required()]
+        return "; ".join(f"{name}__{key.upper()}: Field required" for key in required)
+    return f"{name}: {message}"
 
 
 @lru_cache(maxsize=1)

@@ -26,7 +26,7 @@ from shared.errors import (
 )
 from shared.jobs import TERMINAL, JobStatus
 from worker.polling import clamp_to_deadline, next_poll_delay
-from worker.providers.base import Accepted, Completed, JobSpec, ResultImage, UpstreamState
+from worker.providers.base import Accepted, Completed, JobSpec, PollResult, ResultImage, UpstreamState
 from worker.results import store_results
 from worker.runtime import Runtime
 
@@ -158,7 +158,6 @@ def poll_job(job_id: str, poll_count: int, *, rt: Runtime) -> None:
         job = session.get(Job, job_id)
     if job is None or job.status != JobStatus.RUNNING or job.poll_count != poll_count:
         return  # a stale or duplicated link: the chain has moved on
-    assert job.upstream_task_id is not None  # set together with RUNNING
     now = rt.clock()
     if job.deadline_at is not None and now >= job.deadline_at:
         fail_job(
@@ -171,49 +170,31 @@ def poll_job(job_id: str, poll_count: int, *, rt: Runtime) -> None:
             when_poll_count=poll_count,
         )
         return
-    retry_after = 0.0
-    try:
-        result = rt.providers[job.provider].poll(job.upstream_task_id)
-    except TransientProviderError as exc:
-        log.info("job %s poll %d transient: %s", job_id, poll_count + 1, exc.message)
-        if isinstance(exc, RateLimitedError) and exc.retry_after_s is not None:
-            retry_after = exc.retry_after_s
-        result = None
-    except PermanentProviderError as exc:
-        fail_job(
-            job_id,
-            from_=JobStatus.RUNNING,
-            code=exc.code,
-            message=exc.message,
-            rt=rt,
-            when_poll_count=poll_count,
-            poll_count=poll_count + 1,
-        )
-        return
+    result, retry_after = _ask_upstream(job, poll_count, rt=rt)
+    polled = poll_count + 1
     if result is not None and result.state == UpstreamState.SUCCEEDED:
-        finish_job(
-            job_id,
-            from_=JobStatus.RUNNING,
-            provider=job.provider,
-            images=result.images,
-            rt=rt,
-            when_poll_count=poll_count,
-            poll_count=poll_count + 1,
-        )
+        finish_job(job_id, from_=JobStatus.RUNNING, provider=job.provider, images=result.images, rt=rt,
+                   when_poll_count=poll_count, poll_count=polled)  # fmt: skip
         return
     if result is not None and result.state == UpstreamState.FAILED:
         error = result.error or ProviderError("the upstream task failed", provider=job.provider)
-        fail_job(
-            job_id,
-            from_=JobStatus.RUNNING,
-            code=error.code,
-            message=error.message,
-            rt=rt,
-            when_poll_count=poll_count,
-            poll_count=poll_count + 1,
-        )
+        fail_job(job_id, from_=JobStatus.RUNNING, code=error.code, message=error.message, rt=rt,
+                 when_poll_count=poll_count, poll_count=polled)  # fmt: skip
         return
     _schedule_next_poll(job, poll_count, minimum_s=retry_after, rt=rt)
+
+
+def _ask_upstream(job: Job, poll_count: int, *, rt: Runtime) -> tuple[PollResult | None, float]:
+    """The upstream's answer (a permanent error becomes FAILED), or None and a minimum wait when unsure."""
+    assert job.upstream_task_id is not None  # set together with RUNNING
+    try:
+        return rt.providers[job.provider].poll(job.upstream_task_id), 0.0
+    except TransientProviderError as exc:
+        log.info("job %s poll %d transient: %s", job.id, poll_count + 1, exc.message)
+        wait = exc.retry_after_s if isinstance(exc, RateLimitedError) and exc.retry_after_s is not None else 0.0
+        return None, wait
+    except PermanentProviderError as exc:
+        return PollResult(state=UpstreamState.FAILED, error=exc), 0.0
 
 
 def _schedule_next_poll(job: Job, poll_count: int, *, minimum_s: float, rt: Runtime) -> None:
