@@ -73,9 +73,19 @@ class KlingKnobs(ProviderKnobs):
     concurrency_limit: Annotated[int, Field(ge=1)] | None = None
 
 
+class BflKnobs(ProviderKnobs):
+    """BFL also has an account limit of in-flight tasks (24 by default; ``None``: unlimited)."""
+
+    concurrency_limit: Annotated[int, Field(ge=1)] | None = 24
+
+
 class EmulatorConfig(_Strict):
     kling: KlingKnobs = KlingKnobs(latency=UniformLatency(low_s=2.0, high_s=4.0))
     openai: ProviderKnobs = ProviderKnobs(latency=UniformLatency(low_s=0.5, high_s=1.5))
+    gemini: ProviderKnobs = ProviderKnobs(latency=UniformLatency(low_s=0.5, high_s=1.5))
+    ark: ProviderKnobs = ProviderKnobs(latency=UniformLatency(low_s=0.5, high_s=1.5))
+    bfl: BflKnobs = BflKnobs(latency=UniformLatency(low_s=2.0, high_s=4.0))
+    relay: ProviderKnobs = ProviderKnobs(latency=UniformLatency(low_s=0.5, high_s=1.5))
     image_long_side: Annotated[int, Field(ge=16, le=4096)] = 256
     status_latency_s: Seconds = 0.0
 
@@ -121,6 +131,11 @@ class OpenAIStats:
 class Stats:
     kling: KlingStats = field(default_factory=KlingStats)
     openai: OpenAIStats = field(default_factory=OpenAIStats)
+    #: sync dialects count ``requests``; async ones (BFL) count ``submits`` and ``queries``
+    gemini: OpenAIStats = field(default_factory=OpenAIStats)
+    ark: OpenAIStats = field(default_factory=OpenAIStats)
+    bfl: KlingStats = field(default_factory=KlingStats)
+    relay: OpenAIStats = field(default_factory=OpenAIStats)
 
 
 class Knobs:

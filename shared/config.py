@@ -86,23 +86,73 @@ class WebhookSettings(BaseModel):
         return value
 
 
-class KlingSettings(BaseModel):
-    """Kling (AK/SK → HS256 JWT)."""
+class ProviderSettings(BaseModel):
+    """One upstream: where it is, the key, how long to wait. Unset credentials → the local emulator."""
 
     base_url: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    real_base_url: str = ""
+
+    def has_credentials(self) -> bool:
+        return self.api_key is not None
+
+
+class KlingSettings(ProviderSettings):
+    """Kling (AK/SK → HS256 JWT)."""
+
     access_key: SecretStr | None = None
     secret_key: SecretStr | None = None
     timeout_s: float = Field(default=30.0, gt=0)
     real_base_url: str = "https://api-singapore.klingai.com"
 
+    def has_credentials(self) -> bool:
+        return self.access_key is not None and self.secret_key is not None
 
-class OpenAISettings(BaseModel):
-    """OpenAI Images."""
 
-    base_url: str | None = None
-    api_key: SecretStr | None = None
+class OpenAISettings(ProviderSettings):
+    """OpenAI Images. DALL·E was retired upstream on 2026-05-12: those names are served by a replacement."""
+
     timeout_s: float = Field(default=180.0, gt=0)
     real_base_url: str = "https://api.openai.com"
+    dalle_replacement: str = "gpt-image-1"
+
+
+class GeminiSettings(ProviderSettings):
+    """Google Gemini ``generateContent`` (the nano-banana family); ``x-goog-api-key``."""
+
+    timeout_s: float = Field(default=120.0, gt=0)
+    real_base_url: str = "https://generativelanguage.googleapis.com"
+
+
+class ArkSettings(ProviderSettings):
+    """ByteDance Ark (Seedream) images API."""
+
+    timeout_s: float = Field(default=120.0, gt=0)
+    real_base_url: str = "https://ark.ap-southeast.bytepluses.com"
+
+
+class BflSettings(ProviderSettings):
+    """Black Forest Labs (Flux): async, ``x-key``, poll the returned ``polling_url``."""
+
+    timeout_s: float = Field(default=30.0, gt=0)
+    real_base_url: str = "https://api.bfl.ai"
+
+
+class RelaySettings(ProviderSettings):
+    """Another OpenAI-compatible gateway that models can be routed to (base URL + key)."""
+
+    timeout_s: float = Field(default=180.0, gt=0)
+
+
+#: the emulator's credentials for providers without real ones (they only open the local stand-in)
+EMULATOR_API_KEYS: dict[str, str] = {
+    "openai": EMULATOR_OPENAI_API_KEY,
+    "gemini": "emulator-gemini-key",
+    "ark": "emulator-ark-key",
+    "bfl": "emulator-bfl-key",
+    "relay": "emulator-relay-key",
+}
 
 
 class Settings(BaseSettings):
@@ -128,6 +178,10 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings
     kling: KlingSettings = KlingSettings()
     openai: OpenAISettings = OpenAISettings()
+    gemini: GeminiSettings = GeminiSettings()
+    ark: ArkSettings = ArkSettings()
+    bfl: BflSettings = BflSettings()
+    relay: RelaySettings = RelaySettings()
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -159,19 +213,30 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _unset_providers_use_the_emulator(self) -> Self:
-        kling = self.kling
-        if kling.access_key is None or kling.secret_key is None:
-            kling.access_key = SecretStr(EMULATOR_KLING_ACCESS_KEY)
-            kling.secret_key = SecretStr(EMULATOR_KLING_SECRET_KEY)
-            kling.base_url = kling.base_url or f"{self.emulator_url.rstrip('/')}/kling"
-        kling.base_url = (kling.base_url or kling.real_base_url).rstrip("/")
-        openai = self.openai
-        if openai.api_key is None:
-            openai.api_key = SecretStr(EMULATOR_OPENAI_API_KEY)
-            openai.base_url = openai.base_url or f"{self.emulator_url.rstrip('/')}/openai"
-        openai.base_url = (openai.base_url or openai.real_base_url).rstrip("/")
+        emulator = self.emulator_url.rstrip("/")
+        for name, section in self.provider_sections().items():
+            if not section.has_credentials():
+                if isinstance(section, KlingSettings):
+                    section.access_key = SecretStr(EMULATOR_KLING_ACCESS_KEY)
+                    section.secret_key = SecretStr(EMULATOR_KLING_SECRET_KEY)
+                else:
+                    section.api_key = SecretStr(EMULATOR_API_KEYS[name])
+                section.base_url = section.base_url or f"{emulator}/{name}"
+            section.base_url = (section.base_url or section.real_base_url).rstrip("/")
+            if not section.base_url:
+                raise ValueError(f"{name}: base_url is required when credentials are set")
         self.public_base_url = self.public_base_url.rstrip("/")
         return self
+
+    def provider_sections(self) -> dict[str, ProviderSettings]:
+        return {
+            "kling": self.kling,
+            "openai": self.openai,
+            "gemini": self.gemini,
+            "ark": self.ark,
+            "bfl": self.bfl,
+            "relay": self.relay,
+        }
 
 
 def load_settings() -> Settings:

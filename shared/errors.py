@@ -12,7 +12,8 @@
             ├── QuotaExceededError       account out of credit / quota
             ├── ContentPolicyError       moderation: the caller's problem, not the provider's health
             ├── UpstreamRejectedError    the upstream refused the parameters
-            └── UnexpectedResponseError  the upstream answered something we cannot parse
+            ├── UnexpectedResponseError  the upstream answered something we cannot parse
+            └── InputImageError          a caller's input image cannot be read (worker/inputs.py)
 
 Error *codes* stored on jobs are short stable strings (see ``ErrorCode``).
 """
@@ -30,6 +31,7 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_QUOTA = "insufficient_quota"
     UPSTREAM_REJECTED = "upstream_rejected"
     UPSTREAM_BAD_RESPONSE = "upstream_bad_response"
+    INVALID_INPUT_IMAGE = "invalid_input_image"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_FAILED = "upstream_failed"
     UPSTREAM_TIMEOUT = "upstream_timeout"

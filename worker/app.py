@@ -18,6 +18,7 @@ from shared.db.engine import make_engine
 from shared.logs import configure_logging
 from shared.queue import JOB_DONE_CHANNEL, TaskSender, make_celery
 from shared.storage import LocalStorage
+from worker.inputs import HttpImageLoader
 from worker.providers import build_providers
 from worker.runtime import Runtime
 
@@ -42,10 +43,11 @@ def build_runtime() -> Runtime:
         except RedisError:  # waiters re-check the database; never fail a job over this
             log.warning("could not announce job %s as done", job_id, exc_info=True)
 
+    input_http = httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0), trust_env=False, follow_redirects=False)
     return Runtime(
         settings=settings,
         engine=make_engine(settings.database_url, pool_size=min(concurrency, 20)),
-        providers=build_providers(settings),
+        providers=build_providers(settings, HttpImageLoader(input_http, max_bytes=settings.max_image_bytes)),
         storage=LocalStorage(settings.files_dir),
         sender=TaskSender(app),
         announce_done=announce_done,

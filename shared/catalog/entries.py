@@ -6,10 +6,11 @@ import tomllib
 from decimal import Decimal
 from functools import lru_cache
 from importlib import resources
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.catalog.checks import CHECKS
 from shared.errors import ConfigurationError
 
 ParamType = Literal["string", "integer", "number", "image", "image_list", "object_list"]
@@ -70,6 +71,8 @@ class Operation(_Strict):
 
     name: str
     when_any: tuple[str, ...] = ()
+    #: with ``when_any``: match only when those fields carry at least this many images in all
+    min_images: int = Field(default=0, ge=0)
     price: Price | None = None
 
 
@@ -103,6 +106,7 @@ class ModelEntry(_Strict):
     price_source: str
     params: dict[str, ParamRule]
     operations: tuple[Operation, ...] = Field(min_length=1)
+    checks: tuple[str, ...] = ()
     polling: PollingPolicy = PollingPolicy()
 
     @model_validator(mode="after")
@@ -122,6 +126,13 @@ class ModelEntry(_Strict):
                     raise ValueError(f"variant {value!r} prices unknown operations {sorted(unknown)}")
         if self.operations[-1].when_any:
             raise ValueError("the last operation is the default and must not have when_any")
+        unknown_checks = set(self.checks) - set(CHECKS)
+        if unknown_checks:
+            raise ValueError(f"unknown checks {sorted(unknown_checks)}")
+        for operation in self.operations:
+            unknown = set(operation.when_any) - set(self.params)
+            if unknown:
+                raise ValueError(f"operation {operation.name!r} names fields without a rule: {sorted(unknown)}")
         return self
 
 
@@ -137,19 +148,44 @@ class Catalog(_Strict):
         return sorted(self.models)
 
 
-def parse_catalog(text: str) -> Catalog:
-    """Parse catalog TOML text; raises ``ConfigurationError`` naming the bad entry."""
+def parse_catalog(*texts: str) -> Catalog:
+    """Parse catalog TOML texts (one per provider file); raises ``ConfigurationError`` naming the problem."""
+    raw: dict[str, dict[str, Any]] = {}
     try:
-        raw = tomllib.loads(text)
-        for name, entry in raw.get("models", {}).items():
-            entry["name"] = name
-        return Catalog.model_validate(raw)
+        for text in texts:
+            for name, entry in tomllib.loads(text).get("models", {}).items():
+                if name in raw:
+                    raise ConfigurationError(f"invalid model catalog: model {name!r} is defined twice")
+                raw[name] = entry
+        resolved = {name: _resolve(name, raw, ()) for name in raw}
+        return Catalog.model_validate({"models": resolved})
     except (tomllib.TOMLDecodeError, ValidationError) as exc:
         raise ConfigurationError(f"invalid model catalog: {exc}") from exc
 
 
+def _resolve(name: str, raw: dict[str, dict[str, Any]], seen: tuple[str, ...]) -> dict[str, Any]:
+    """The entry with its ``extends`` chain applied (``params`` and ``polling`` merge key by key)."""
+    if name in seen:
+        raise ConfigurationError(f"invalid model catalog: extends cycle {' → '.join((*seen, name))}")
+    entry = dict(raw[name])
+    parent_name = entry.pop("extends", None)
+    if parent_name is None:
+        return {**entry, "name": name}
+    if parent_name not in raw:
+        raise ConfigurationError(f"invalid model catalog: {name!r} extends unknown model {parent_name!r}")
+    merged = _resolve(parent_name, raw, (*seen, name))
+    for key, value in entry.items():
+        if key in ("params", "polling") and isinstance(value, dict):
+            merged[key] = {**merged.get(key, {}), **value}
+        else:
+            merged[key] = value
+    merged["name"] = name
+    return merged
+
+
 @lru_cache(maxsize=1)
 def load_catalog() -> Catalog:
-    """The catalog shipped with the package."""
-    text = resources.files("shared.catalog").joinpath("models.toml").read_text(encoding="utf-8")
-    return parse_catalog(text)
+    """The catalog shipped with the package: every ``models/*.toml``."""
+    folder = resources.files("shared.catalog").joinpath("models")
+    files = sorted((item for item in folder.iterdir() if item.name.endswith(".toml")), key=lambda item: item.name)
+    return parse_catalog(*(item.read_text(encoding="utf-8") for item in files))

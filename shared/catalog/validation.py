@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from shared.catalog.checks import CHECKS
 from shared.catalog.entries import (
     Catalog,
     ModelEntry,
@@ -60,6 +61,8 @@ def validate_request(request: ImageRequest, *, catalog: Catalog) -> ValidatedReq
             raise InvalidRequestError(f"The parameter '{name}' is required for model '{entry.name}'.", param=name)
         if rule.default is not None:
             params[name] = rule.default
+    for check in entry.checks:
+        CHECKS[check](params)
     operation = _choose_operation(entry, params)
     price = _price_for(entry, variant_name, operation, params)
     upstream_params = {
@@ -144,9 +147,16 @@ def _fmt(number: float) -> str:
 
 def _choose_operation(entry: ModelEntry, params: JsonObject) -> Operation:
     for operation in entry.operations:
-        if not operation.when_any or any(name in params for name in operation.when_any):
+        if not operation.when_any:
+            return operation
+        present = [name for name in operation.when_any if name in params]
+        if present and sum(_image_count(params[name]) for name in present) >= operation.min_images:
             return operation
     return entry.operations[-1]  # pragma: no cover - the last operation always matches
+
+
+def _image_count(value: Any) -> int:
+    return len(value) if isinstance(value, list) else 1
 
 
 def _price_for(entry: ModelEntry, variant_name: str | None, operation: Operation, params: JsonObject) -> Price:

@@ -12,19 +12,14 @@ import io
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
 
-import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from pydantic import SecretStr
 
 from emulator.app import create_app
-from shared.catalog import load_catalog, validate_request
 from shared.config import EMULATOR_KLING_ACCESS_KEY, EMULATOR_KLING_SECRET_KEY
 from shared.errors import (
     ContentPolicyError,
@@ -38,86 +33,23 @@ from shared.errors import (
     UnexpectedResponseError,
     UpstreamRejectedError,
 )
-from shared.jobs import ImageRequest
-from tests.conftest import make_settings
-from worker.providers import PROVIDERS, Accepted, Completed, ImageProvider, JobSpec, ResultImage, UpstreamState
-from worker.providers.kling import KlingProvider
-from worker.providers.openai_images import OpenAIImagesProvider
+from tests.unit.contracts import CONTRACTS, Contract
+from worker.providers import (
+    PROVIDERS,
+    Accepted,
+    Completed,
+    ImageProvider,
+    JobSpec,
+    PollResult,
+    ResultImage,
+    UpstreamState,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-class _InProcess(httpx.BaseTransport):
-    """An ``httpx`` transport that sends every request through the emulator's ``TestClient``."""
-
-    def __init__(self, client: TestClient) -> None:
-        self._client = client
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        answer = self._client.request(
-            request.method, str(request.url), headers=request.headers.multi_items(), content=request.read()
-        )
-        return httpx.Response(
-            answer.status_code, headers=answer.headers.multi_items(), content=answer.content, request=request
-        )
-
-
-def _http(emulator: TestClient, configured_base_url: str | None) -> httpx.Client:
-    """The configured emulator base URL (with its dialect prefix, e.g. ``/kling``) on the in-process host."""
-    assert configured_base_url is not None
-    base_url = httpx.URL(configured_base_url).copy_with(scheme="http", host="emulator", port=None)
-    return httpx.Client(base_url=base_url, transport=_InProcess(emulator))
-
-
-@dataclass(frozen=True)
-class Contract:
-    """How to build one adapter and a valid job for it (through the catalog, as the producer would)."""
-
-    provider: str
-    request: dict[str, Any]
-    build: Callable[[TestClient, bool], ImageProvider]
-
-    def spec(self, prompt: str, *, attempt: int = 1, job_id: str | None = None, **params: Any) -> JobSpec:
-        validated = validate_request(
-            ImageRequest.model_validate({**self.request, "prompt": prompt}), catalog=load_catalog()
-        )
-        return JobSpec(
-            job_id=job_id or uuid.uuid4().hex,
-            upstream_model=validated.upstream_model,
-            operation=validated.operation,
-            params={**validated.upstream_params, **params},
-            image_count=validated.image_count,
-            attempt=attempt,
-        )
-
-
-def _kling(http: TestClient, good_credentials: bool) -> ImageProvider:
-    settings = make_settings().kling
-    if not good_credentials:
-        settings = settings.model_copy(
-            update={"access_key": SecretStr("wrong-ak"), "secret_key": SecretStr("wrong-secret-key-" + "x" * 20)}
-        )
-    return KlingProvider(settings, http=_http(http, settings.base_url))
-
-
-def _openai(http: TestClient, good_credentials: bool) -> ImageProvider:
-    settings = make_settings().openai
-    if not good_credentials:
-        settings = settings.model_copy(update={"api_key": SecretStr("sk-wrong-key")})
-    return OpenAIImagesProvider(settings, http=_http(http, settings.base_url))
-
-
-KLING = Contract(
-    provider="kling",
-    request={"model": "kling-image", "model_name": "kling-v2-1", "aspect_ratio": "1:1", "n": 2},
-    build=_kling,
-)
-OPENAI = Contract(
-    provider="openai",
-    request={"model": "gpt-image-1", "quality": "low", "size": "1024x1024", "n": 2},
-    build=_openai,
-)
-CONTRACTS = {contract.provider: contract for contract in (KLING, OPENAI)}
+KLING = CONTRACTS["kling"]
+OPENAI = CONTRACTS["openai"]
 
 
 def test_every_registered_provider_has_a_contract() -> None:
@@ -130,8 +62,10 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     for name in ("EMULATOR_KLING_ACCESS_KEY", "EMULATOR_KLING_SECRET_KEY", "EMULATOR_OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     with TestClient(create_app(), base_url="http://emulator") as client:
+        config = client.get("/_emulator/config").json()
         zero = {"latency": {"kind": "fixed", "value_s": 0}}
-        response = client.put("/_emulator/config", json={"kling": zero, "openai": zero})
+        providers = [name for name, knobs in config.items() if isinstance(knobs, dict) and "latency" in knobs]
+        response = client.put("/_emulator/config", json=dict.fromkeys(providers, zero))
         assert response.status_code == 200, response.text
         assert response.json()["kling"]["latency"] == {"kind": "fixed", "value_s": 0.0}
         yield client
@@ -195,14 +129,13 @@ def test_submit_runs_to_success_with_png_images(
     assert _stats(emulator)[contract.provider]["rejected"] == 0
 
 
-def test_kling_answers_urls_and_openai_answers_bytes(adapter: ImageProvider, contract: Contract) -> None:
-    images = _run_to_completion(adapter, contract.spec("a lighthouse"))
+def test_kling_answers_urls_and_openai_answers_bytes(emulator: TestClient) -> None:
+    kling_images = _run_to_completion(KLING.build(emulator, True), KLING.spec("a lighthouse"))
+    openai_images = _run_to_completion(OPENAI.build(emulator, True), OPENAI.spec("a lighthouse"))
 
-    if contract.provider == "kling":
-        assert all(image.url is not None and image.data is None for image in images)
-        assert all(str(image.url).startswith("http://emulator/_emulator/files/kling/") for image in images)
-    else:
-        assert all(image.data is not None and image.url is None for image in images)
+    assert all(image.url is not None and image.data is None for image in kling_images)
+    assert all(str(image.url).startswith("http://emulator/_emulator/files/kling/") for image in kling_images)
+    assert all(image.data is not None and image.url is None for image in openai_images)
 
 
 def test_kling_submit_is_accepted_and_pending_until_generated(emulator: TestClient) -> None:
@@ -283,36 +216,49 @@ def test_openai_rate_limit_carries_retry_after(emulator: TestClient) -> None:
 
 def test_parameters_the_upstream_refuses_raise_upstream_rejected(contract: Contract, emulator: TestClient) -> None:
     adapter = contract.build(emulator, True)
-    spec = contract.spec("a fox", n=99)
+    spec = contract.spec("a fox", **contract.refused_params)
 
     with pytest.raises(UpstreamRejectedError) as caught:
         adapter.submit(spec)
 
     assert caught.value.code == ErrorCode.UPSTREAM_REJECTED
-    assert re.search(r"\bn\b", caught.value.message), caught.value.message  # names the parameter
+    for name in contract.refused_params:
+        assert re.search(rf"\b{name}\b", caught.value.message), caught.value.message  # names the parameter
+
+
+ASYNC_FAILURES = {"[moderated-async]": ContentPolicyError, "[fail]": ProviderError}
 
 
 @pytest.mark.parametrize(
-    ("marker", "error_type", "code"),
+    ("provider", "marker"),
     [
-        pytest.param("[moderated-async]", ContentPolicyError, ErrorCode.CONTENT_POLICY_VIOLATION, id="moderated"),
-        pytest.param("[fail]", ProviderError, ErrorCode.UPSTREAM_FAILED, id="failed"),
+        pytest.param(contract.provider, marker, id=f"{contract.provider}-{marker}")
+        for contract in CONTRACTS.values()
+        for marker in contract.async_markers
     ],
 )
-def test_kling_task_that_ends_failed_is_reported_by_poll(
-    emulator: TestClient, marker: str, error_type: type[ProviderError], code: ErrorCode
-) -> None:
-    adapter = KLING.build(emulator, True)
-    submission = adapter.submit(KLING.spec(f"a fox {marker}"))
+def test_async_task_that_ends_failed_is_reported_by_poll(emulator: TestClient, provider: str, marker: str) -> None:
+    contract = CONTRACTS[provider]
+    adapter = contract.build(emulator, True)
+    submission = adapter.submit(contract.spec(f"a fox {marker}"))
     assert isinstance(submission, Accepted)
 
-    result = adapter.poll(submission.upstream_id)
+    result = _poll_until_done(adapter, submission.upstream_id)
 
     assert result.state == UpstreamState.FAILED
     assert result.images == ()
-    assert type(result.error) is error_type
     assert result.error is not None
-    assert result.error.code == code
+    assert type(result.error) is ASYNC_FAILURES[marker]
+    expected = ErrorCode.CONTENT_POLICY_VIOLATION if marker == "[moderated-async]" else ErrorCode.UPSTREAM_FAILED
+    assert result.error.code == expected
+
+
+def _poll_until_done(adapter: ImageProvider, upstream_id: str, max_polls: int = 5) -> PollResult:
+    for _ in range(max_polls):
+        result = adapter.poll(upstream_id)
+        if result.state != UpstreamState.PENDING:
+            return result
+    raise AssertionError(f"still pending after {max_polls} polls")
 
 
 def test_kling_poll_of_an_unknown_task_is_rejected(emulator: TestClient) -> None:

@@ -25,6 +25,7 @@ from shared.errors import (
     UnexpectedResponseError,
     UpstreamRejectedError,
 )
+from worker.inputs import ImageLoader
 from worker.providers._http import json_body, make_client, map_transport_errors, parse_model, retry_after_s
 from worker.providers.base import Accepted, JobSpec, PollResult, ResultImage, Submission, UpstreamState
 
@@ -63,8 +64,11 @@ class KlingProvider:
 
     name = NAME
 
-    def __init__(self, settings: KlingSettings, *, http: httpx.Client | None = None) -> None:
+    def __init__(
+        self, settings: KlingSettings, *, http: httpx.Client | None = None, images: ImageLoader | None = None
+    ) -> None:
         assert settings.base_url and settings.access_key and settings.secret_key  # filled by Settings
+        self._images = images
         self._access_key = settings.access_key.get_secret_value()
         self._secret_key = settings.secret_key.get_secret_value()
         self._http = http or make_client(base_url=settings.base_url, timeout_s=settings.timeout_s)

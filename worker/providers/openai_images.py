@@ -20,6 +20,7 @@ from shared.errors import (
     UnexpectedResponseError,
     UpstreamRejectedError,
 )
+from worker.inputs import ImageLoader
 from worker.providers._http import json_body, make_client, map_transport_errors, parse_model, retry_after_s
 from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
 
@@ -52,8 +53,11 @@ class OpenAIImagesProvider:
 
     name = NAME
 
-    def __init__(self, settings: OpenAISettings, *, http: httpx.Client | None = None) -> None:
+    def __init__(
+        self, settings: OpenAISettings, *, http: httpx.Client | None = None, images: ImageLoader | None = None
+    ) -> None:
         assert settings.base_url and settings.api_key  # filled by Settings
+        self._images = images
         self._http = http or make_client(base_url=settings.base_url, timeout_s=settings.timeout_s)
         self._auth = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
 

@@ -6,18 +6,20 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from shared.config import Settings
+from worker.inputs import ImageLoader
 from worker.providers.base import ImageProvider
 from worker.providers.kling import KlingProvider
 from worker.providers.openai_images import OpenAIImagesProvider
 
-ProviderFactory = Callable[[Settings], ImageProvider]
+#: builds one adapter from the settings and the loader for caller-supplied input images
+ProviderFactory = Callable[[Settings, ImageLoader], ImageProvider]
 
 PROVIDERS: Final[Mapping[str, ProviderFactory]] = {
-    "kling": lambda settings: KlingProvider(settings.kling),
-    "openai": lambda settings: OpenAIImagesProvider(settings.openai),
+    "kling": lambda settings, images: KlingProvider(settings.kling, images=images),
+    "openai": lambda settings, images: OpenAIImagesProvider(settings.openai, images=images),
 }
 
 
-def build_providers(settings: Settings) -> dict[str, ImageProvider]:
+def build_providers(settings: Settings, images: ImageLoader) -> dict[str, ImageProvider]:
     """One adapter instance per provider (each holds its own HTTP connection pool)."""
-    return {name: factory(settings) for name, factory in PROVIDERS.items()}
+    return {name: factory(settings, images) for name, factory in PROVIDERS.items()}
