@@ -49,6 +49,8 @@ class Completed:
     """A sync upstream answered with the images."""
 
     images: tuple[ResultImage, ...]
+    #: the upstream model that actually served, when it differs from the job's (e.g. a DALL·E replacement)
+    served_model: str | None = None
 
 
 Submission = Accepted | Completed
@@ -59,6 +61,7 @@ class PollResult:
     state: UpstreamState
     images: tuple[ResultImage, ...] = ()
     error: ProviderError | None = field(default=None)
+    served_model: str | None = None
 
 
 class ImageProvider(Protocol):
