@@ -97,8 +97,8 @@ def _submit_claimed(job: Job, spec: JobSpec, *, rt: Runtime) -> None:
         fail_job(job.id, from_=JobStatus.SUBMITTING, code=exc.code, message=exc.message, rt=rt)
         return
     if isinstance(submission, Completed):
-        served = {"upstream_model": submission.served_model} if submission.served_model else {}
-        finish_job(job.id, from_=JobStatus.SUBMITTING, provider=job.provider, images=submission.images, rt=rt, **served)
+        finish_job(job.id, from_=JobStatus.SUBMITTING, provider=job.provider, images=submission.images, rt=rt,
+                   served_model=submission.served_model)  # fmt: skip
         return
     _start_polling(job, submission, attempt=spec.attempt, rt=rt)
 
@@ -174,9 +174,8 @@ def poll_job(job_id: str, poll_count: int, *, rt: Runtime) -> None:
     result, retry_after = _ask_upstream(job, poll_count, rt=rt)
     polled = poll_count + 1
     if result is not None and result.state == UpstreamState.SUCCEEDED:
-        served = {"upstream_model": result.served_model} if result.served_model else {}
         finish_job(job_id, from_=JobStatus.RUNNING, provider=job.provider, images=result.images, rt=rt,
-                   when_poll_count=poll_count, poll_count=polled, **served)  # fmt: skip
+                   when_poll_count=poll_count, poll_count=polled, served_model=result.served_model)  # fmt: skip
         return
     if result is not None and result.state == UpstreamState.FAILED:
         error = result.error or ProviderError("the upstream task failed", provider=job.provider)
@@ -226,9 +225,12 @@ def finish_job(
     images: Sequence[ResultImage],
     rt: Runtime,
     when_poll_count: int | None = None,
+    served_model: str | None = None,
     **changes: Any,
 ) -> bool:
     """Store the images, then in one transaction: ``→ succeeded``, image rows, cost row, webhook row."""
+    if served_model:
+        changes["upstream_model"] = served_model
     try:
         stored = store_results(
             job_id=job_id,
