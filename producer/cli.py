@@ -92,6 +92,8 @@ def run_local_stack() -> int:
     emulator = f"http://127.0.0.1:{env.setdefault('IMAGEJOBS_EMULATOR_PORT', '9100')}"
     env.setdefault("IMAGEJOBS_PUBLIC_BASE_URL", api)
     env.setdefault("IMAGEJOBS_EMULATOR_URL", emulator)
+    # the quick start's webhook receiver demo runs on this machine: allow loopback callbacks here only
+    env.setdefault("IMAGEJOBS_EGRESS__ALLOW_NETWORKS", '["127.0.0.0/8"]')
     env["FLOWER_BASIC_AUTH"] = f"admin:{env['IMAGEJOBS_FLOWER_PASSWORD']}"
     honcho = subprocess.Popen([sys.executable, "-m", "honcho", "start", "-f", "Procfile"], env=env)
     try:

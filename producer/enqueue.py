@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
@@ -21,6 +21,7 @@ from sqlmodel import Session
 from shared.catalog import Catalog, ValidatedRequest, load_catalog, validate_request
 from shared.db import jobs_repo
 from shared.db.tables import Job, utcnow
+from shared.egress import EgressPolicy, refusal_reason
 from shared.errors import InvalidRequestError
 from shared.jobs import ImageRequest
 
@@ -51,11 +52,12 @@ def enqueue_job(
     owner: str,
     sender: SubmitSender,
     catalog: Catalog | None = None,
+    egress: EgressPolicy | None = None,
     now: datetime | None = None,
 ) -> Enqueued:
     """Accept one request as a durable job; raises ``InvalidRequestError`` (nothing written) if it breaks a rule."""
     validated = validate_request(request, catalog=catalog or load_catalog())
-    _check_gateway_fields(request)
+    _check_gateway_fields(request, egress or EgressPolicy())
     if request.external_task_id is not None:
         existing = jobs_repo.find_job_by_external_id(
             session=session, owner=owner, external_task_id=request.external_task_id
@@ -83,16 +85,49 @@ def enqueue_job(
     return Enqueued(job=job, created=True)
 
 
-def _check_gateway_fields(request: ImageRequest) -> None:
+def _check_gateway_fields(request: ImageRequest, egress: EgressPolicy) -> None:
     if request.response_format is not None and request.response_format not in RESPONSE_FORMATS:
         raise InvalidRequestError(
             f"Invalid value for 'response_format': '{request.response_format}' is not one of url, b64_json.",
             param="response_format",
         )
     if request.callback_url is not None:
-        parts = urlsplit(request.callback_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or len(request.callback_url) > 2048:
-            raise InvalidRequestError("'callback_url' must be an http(s) URL.", param="callback_url")
+        reason = refusal_reason(request.callback_url, egress)
+        if reason is None and len(request.callback_url) > 2048:
+            reason = "is longer than 2048 characters"
+        if reason is not None:
+            raise InvalidRequestError(f"'callback_url' {reason}.", param="callback_url")
+    for param, url in _image_urls(request):
+        reason = refusal_reason(url, egress)
+        if reason is not None:
+            raise InvalidRequestError(f"'{param}' {reason}.", param=param)
+
+
+#: request fields that may carry an image URL; list fields hold strings or objects with the given key
+_IMAGE_FIELDS: dict[str, str | None] = {
+    "image": None,
+    "image_url": None,
+    "scene_image": None,
+    "style_image": None,
+    "human_image": None,
+    "cloth_image": None,
+    "mask": None,
+    "image_urls": None,
+    "images": None,
+    "subject_image_list": "subject_image",
+    "image_list": "image",
+}
+
+
+def _image_urls(request: ImageRequest) -> Iterator[tuple[str, str]]:
+    """(param, url) for every caller-supplied image given as a URL rather than inline data."""
+    for param, key in _IMAGE_FIELDS.items():
+        value = getattr(request, param, None)
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            ref = item.get(key) if isinstance(item, dict) and key else item
+            if isinstance(ref, str) and "://" in ref[:16]:
+                yield param, ref
 
 
 def _new_job(request: ImageRequest, validated: ValidatedRequest, *, owner: str, now: datetime) -> Job:

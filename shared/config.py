@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Self
@@ -55,6 +56,23 @@ class SweeperSettings(BaseModel):
     webhook_stale_s: float = Field(default=60.0, gt=0)
     max_submit_attempts: int = Field(default=3, ge=1, le=20)
     batch_size: int = Field(default=500, ge=1)
+
+
+class EgressSettings(BaseModel):
+    """Who may be contacted at caller-supplied URLs beyond the public internet (see shared/egress.py)."""
+
+    allow_hosts: list[str] = Field(default_factory=list)
+    #: e.g. ["127.0.0.0/8"] for a local webhook receiver (the quick start sets this)
+    allow_networks: list[str] = Field(default_factory=list)
+    #: redirect hops followed when fetching input images (each re-checked); webhooks never follow redirects
+    max_redirects: int = Field(default=3, ge=0, le=10)
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks_parse(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
 
 
 class WebhookSettings(BaseModel):
@@ -175,6 +193,7 @@ class Settings(BaseSettings):
 
     celery: CelerySettings = CelerySettings()
     sweeper: SweeperSettings = SweeperSettings()
+    egress: EgressSettings = EgressSettings()
     webhooks: WebhookSettings
     kling: KlingSettings = KlingSettings()
     openai: OpenAISettings = OpenAISettings()

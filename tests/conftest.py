@@ -38,6 +38,7 @@ def make_settings(**overrides: object) -> Settings:
         "webhooks": {"secret": WEBHOOK_SECRET, "retry_delays_s": [0.5, 1.0]},
         "database_url": "sqlite:///:memory:",
         "emulator_url": "http://127.0.0.1:9",
+        "egress": {"allow_networks": ["127.0.0.0/8"]},
     }
     values.update(overrides)
     return Settings.model_validate(values)

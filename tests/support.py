@@ -61,6 +61,8 @@ def base_env(*, redis_url: str, database_url: str, files_dir: Path, emulator_url
             "IMAGEJOBS_SWEEPER__WEBHOOK_STALE_S": "5",
             "IMAGEJOBS_SWEEPER__SUBMIT_LEASE_S": "10",
             "IMAGEJOBS_CELERY__VISIBILITY_TIMEOUT_S": "600",
+            # local webhook receivers and emulator-served input images live on loopback
+            "IMAGEJOBS_EGRESS__ALLOW_NETWORKS": '["127.0.0.0/8"]',
             "PYTHONUNBUFFERED": "1",
         }
     )

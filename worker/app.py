@@ -15,6 +15,7 @@ from redis import Redis, RedisError
 
 from shared.config import get_settings
 from shared.db.engine import make_engine
+from shared.egress import EgressPolicy, guarded_client
 from shared.logs import configure_logging
 from shared.queue import JOB_DONE_CHANNEL, TaskSender, make_celery
 from shared.storage import LocalStorage
@@ -43,7 +44,10 @@ def build_runtime() -> Runtime:
         except RedisError:  # waiters re-check the database; never fail a job over this
             log.warning("could not announce job %s as done", job_id, exc_info=True)
 
-    input_http = httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0), trust_env=False, follow_redirects=False)
+    egress = EgressPolicy.from_lists(hosts=settings.egress.allow_hosts, networks=settings.egress.allow_networks)
+    input_http = guarded_client(
+        egress, timeout=httpx.Timeout(30.0, connect=5.0), max_redirects=settings.egress.max_redirects
+    )
     return Runtime(
         settings=settings,
         engine=make_engine(settings.database_url, pool_size=min(concurrency, 20)),
@@ -52,10 +56,8 @@ def build_runtime() -> Runtime:
         sender=TaskSender(app),
         announce_done=announce_done,
         downloads=httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), trust_env=False, follow_redirects=True),
-        webhook_http=httpx.Client(
-            timeout=httpx.Timeout(settings.webhooks.timeout_s, connect=settings.webhooks.connect_timeout_s),
-            trust_env=False,
-            follow_redirects=False,
+        webhook_http=guarded_client(
+            egress, timeout=httpx.Timeout(settings.webhooks.timeout_s, connect=settings.webhooks.connect_timeout_s)
         ),
     )
 

@@ -16,6 +16,7 @@ from typing import Protocol
 import httpx
 from PIL import Image, UnidentifiedImageError
 
+from shared.egress import EgressRefusedError
 from shared.errors import ErrorCode, PermanentProviderError, TransientProviderError
 
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -74,6 +75,8 @@ class HttpImageLoader:
                     if len(body) > self._max_bytes:
                         raise InputImageError(f"input image larger than {self._max_bytes} bytes", provider="input")
                 return bytes(body)
+        except EgressRefusedError as exc:
+            raise InputImageError(f"input image URL refused: {exc}", provider="input") from None
         except httpx.HTTPError as exc:
             raise TransientProviderError(
                 f"input image download failed: {type(exc).__name__}", provider="input"

@@ -17,6 +17,7 @@ from standardwebhooks.webhooks import Webhook
 
 from shared.db import jobs_repo
 from shared.db.tables import CostEntry, Job, JobImage, WebhookDelivery
+from shared.egress import EgressRefusedError
 from shared.files import signed_file_url
 from shared.views import JobView, job_view
 from worker.runtime import Runtime
@@ -120,6 +121,8 @@ def _post(delivery: WebhookDelivery, body: str, *, rt: Runtime) -> tuple[int | N
     try:
         response = rt.webhook_http.post(delivery.url, content=body.encode(), headers=headers)
         status, error = response.status_code, None
+    except EgressRefusedError as exc:
+        status, error = None, f"refused: {exc}"[:500]
     except httpx.HTTPError as exc:
         status, error = None, type(exc).__name__
     return status, error, int((time.perf_counter() - started) * 1000)

@@ -16,6 +16,7 @@ from producer.keys import KeyRing
 from shared.catalog import load_catalog
 from shared.config import Settings, get_settings
 from shared.db.engine import make_engine
+from shared.egress import EgressPolicy
 from shared.logs import configure_logging
 from shared.queue import TaskSender, make_celery
 from shared.storage import LocalStorage
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             keys=KeyRing(key.get_secret_value() for key in settings.api_keys),
             storage=LocalStorage(settings.files_dir),
             waiter=waiter,
+            egress=EgressPolicy.from_lists(hosts=settings.egress.allow_hosts, networks=settings.egress.allow_networks),
         )
         await waiter.start()
         try:

@@ -17,6 +17,7 @@ from producer.keys import KeyRing
 from shared.catalog import Catalog
 from shared.config import Settings
 from shared.db import jobs_repo
+from shared.egress import EgressPolicy
 from shared.files import signed_file_url
 from shared.storage import LocalStorage
 from shared.views import JobView, job_view
@@ -31,6 +32,8 @@ class ApiContext:
     keys: KeyRing
     storage: LocalStorage
     waiter: JobWaiter
+    #: caller-supplied URLs (callbacks, input images) are checked against it at submit time
+    egress: EgressPolicy
 
     @contextmanager
     def session(self) -> Iterator[Session]:

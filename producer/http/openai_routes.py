@@ -55,7 +55,9 @@ async def create_generation(
 
 def _enqueue(context: ApiContext, payload: ImageRequest, owner: str) -> Enqueued:
     with context.session() as session:
-        return enqueue_job(payload, session=session, owner=owner, sender=context.sender, catalog=context.catalog)
+        return enqueue_job(
+            payload, session=session, owner=owner, sender=context.sender, catalog=context.catalog, egress=context.egress
+        )
 
 
 def _is_terminal(context: ApiContext, job_id: str) -> bool:
