@@ -35,7 +35,7 @@ def make_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {
         "api_keys": [API_KEY, OTHER_API_KEY],
         "signing_key": SIGNING_KEY,
-        "webhooks": {"secret": WEBHOOK_SECRET, "retry_delays_s": [0.5, 1.0]},
+        "webhooks": {"secret": WEBHOOK_SECRET, "retry_delays_s": [0.5, 1.0], "jitter": 0},
         "database_url": "sqlite:///:memory:",
         "emulator_url": "http://127.0.0.1:9",
         "egress": {"allow_networks": ["127.0.0.0/8"]},

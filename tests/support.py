@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import socket
 import subprocess
@@ -13,11 +14,19 @@ from pathlib import Path
 
 import httpx
 
+from shared.webhook_secrets import derived_secret
+
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-" + "a" * 24
 OTHER_API_KEY = "sk-test-" + "b" * 24
 SIGNING_KEY = "test-signing-key-" + "c" * 16
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+
+
+def tenant_webhook_secret(api_key: str = API_KEY) -> str:
+    """The secret webhooks of ``api_key``'s jobs are signed with (bootstrap keys: derived per tenant)."""
+    owner = hashlib.sha256(api_key.encode()).hexdigest()[:32]
+    return derived_secret(WEBHOOK_SECRET, owner)
 
 
 def free_port() -> int:

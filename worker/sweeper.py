@@ -20,6 +20,9 @@ from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+#: a pending webhook attempt this late is sent by the sweeper (its countdown task, if any, was lost)
+WEBHOOK_DUE_GRACE_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class SweepReport:
@@ -108,9 +111,11 @@ def _restart_overdue_polls(rt: Runtime) -> int:
 def _resend_webhooks(rt: Runtime) -> int:
     now = rt.clock()
     stale = timedelta(seconds=rt.settings.sweeper.webhook_stale_s)
+    # attempts due within a countdown's reach are sent by their own task; long waits (and lost tasks) by us
+    due_before = now - timedelta(seconds=WEBHOOK_DUE_GRACE_S)
     with rt.session() as session:
         deliveries = jobs_repo.find_due_webhooks(
-            session=session, due_before=now - stale, stale_before=now - stale, limit=rt.settings.sweeper.batch_size
+            session=session, due_before=due_before, stale_before=now - stale, limit=rt.settings.sweeper.batch_size
         )
     for delivery in deliveries:
         assert delivery.id is not None

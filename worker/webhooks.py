@@ -1,28 +1,42 @@
-"""Signed webhook delivery (Standard Webhooks): payload, signature, one attempt, the retry schedule.
+"""Signed webhook delivery (Standard Webhooks): payload, signatures, one attempt, the retry schedule.
 
 The ``webhook-id`` is derived from the job, so every attempt of one event carries the same id; the
-timestamp and signature are fresh per attempt. Each attempt is a ``webhook_delivery`` row.
+timestamp and signatures are fresh per attempt (one signature per active tenant secret, so a rotation
+sends two). Each attempt is a ``webhook_delivery`` row. Success is a 2xx (redirects are not followed:
+a 3xx is a failure); ``410 Gone`` disables the URL for the tenant; ``429`` waits for its ``Retry-After``;
+anything else is retried on ``retry_delays_s`` with jitter. Waits up to 300 s are Celery countdowns; longer
+ones are rows that the sweeper sends when due.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
 from pydantic import BaseModel
+from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook
 
 from shared.db import jobs_repo
-from shared.db.tables import CostEntry, Job, JobImage, WebhookDelivery
+from shared.db.tables import CostEntry, DisabledWebhookEndpoint, Job, JobImage, WebhookDelivery
 from shared.egress import EgressRefusedError
 from shared.files import signed_file_url
+from shared.queue import MAX_COUNTDOWN_S
 from shared.views import JobView, job_view
+from shared.webhook_secrets import signing_secrets
+from worker.providers._http import retry_after_s
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+#: bytes of a receiver's answer we read at most (we only need the status)
+MAX_RESPONSE_BYTES = 4096
 
 
 class WebhookPayload(BaseModel):
@@ -31,23 +45,53 @@ class WebhookPayload(BaseModel):
     data: JobView
 
 
-def sign_headers(*, secret: str, webhook_id: str, sent_at: datetime, body: str) -> dict[str, str]:
-    signature = Webhook(secret).sign(webhook_id, sent_at, body)
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    status: int | None
+    error: str | None
+    latency_ms: int
+    retry_after_s: float | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def sign_headers(*, secrets: Sequence[str] | str, webhook_id: str, sent_at: datetime, body: str) -> dict[str, str]:
+    """Standard Webhooks headers; several secrets give a space-separated list of signatures."""
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
+    signatures = " ".join(Webhook(secret).sign(webhook_id, sent_at, body) for secret in keys)
     return {
         "content-type": "application/json",
         "webhook-id": webhook_id,
         "webhook-timestamp": str(int(sent_at.timestamp())),
-        "webhook-signature": signature,
+        "webhook-signature": signatures,
     }
 
 
-def next_retry_delay(attempt: int, delays_s: list[float]) -> float | None:
-    """The wait before attempt ``attempt + 1``, or None when the schedule is exhausted."""
-    return delays_s[attempt - 1] if attempt - 1 < len(delays_s) else None
+def next_retry_delay(
+    attempt: int, delays_s: Sequence[float], *, jitter: float = 0.0, rng: random.Random | None = None
+) -> float | None:
+    """The wait before attempt ``attempt + 1`` (± jitter), or None when the schedule is exhausted."""
+    if attempt - 1 >= len(delays_s):
+        return None
+    nominal = delays_s[attempt - 1]
+    return max(0.0, nominal * (1 + (rng or random).uniform(-jitter, jitter)))
+
+
+def url_hash(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def is_disabled(*, session: Session, owner: str, url: str) -> bool:
+    statement = select(DisabledWebhookEndpoint).where(
+        DisabledWebhookEndpoint.owner == owner, DisabledWebhookEndpoint.url_hash == url_hash(url)
+    )
+    return session.exec(statement).first() is not None
 
 
 def deliver_webhook(delivery_id: int, *, rt: Runtime) -> None:
-    """Send one attempt; on failure schedule the next one (a row, plus a short countdown task)."""
+    """Send one attempt; on failure schedule the next one (a row, plus a countdown task for short waits)."""
     now = rt.clock()
     stale_before = now - timedelta(seconds=rt.settings.sweeper.webhook_stale_s)
     with rt.session() as session, session.begin():
@@ -56,6 +100,10 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime) -> None:
         delivery = session.get(WebhookDelivery, delivery_id)
         assert delivery is not None  # we just claimed it
         job = jobs_repo.get_job(session=session, job_id=delivery.job_id)
+        if is_disabled(session=session, owner=job.owner, url=delivery.url):
+            _finish(session, delivery, AttemptResult(None, "endpoint disabled (410 Gone)", 0), now, state="skipped")
+            return
+        secrets = signing_secrets(session=session, owner=job.owner, settings=rt.settings, now=now)
         body = _payload(
             job,
             delivery,
@@ -63,18 +111,15 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime) -> None:
             cost=jobs_repo.get_cost(session=session, job_id=job.id),
             rt=rt,
         )
-    status, error, latency_ms = _post(delivery, body, rt=rt)
-    delivered = status is not None and 200 <= status < 300
+    result = _post(delivery, body, secrets=secrets, rt=rt)
     finished = rt.clock()
-    delay = (
-        None if delivered or status == 410 else next_retry_delay(delivery.attempt, rt.settings.webhooks.retry_delays_s)
-    )
+    delay = _retry_delay(delivery.attempt, result, rt=rt)
     with rt.session() as session, session.begin():
         row = session.get(WebhookDelivery, delivery_id)
         assert row is not None
-        row.state = "delivered" if delivered else "failed"
-        row.finished_at, row.response_status, row.latency_ms, row.error = finished, status, latency_ms, error
-        session.add(row)
+        _finish(session, row, result, finished, state="delivered" if result.delivered else "failed")
+        if result.status == 410:
+            _disable(session, owner=job.owner, url=delivery.url, now=finished)
         upcoming = None
         if delay is not None:
             upcoming = jobs_repo.schedule_webhook(
@@ -85,9 +130,38 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime) -> None:
                 at=finished + timedelta(seconds=delay),
             )
             session.flush()
-    log.info("webhook %s attempt %d → %s (%s ms)", delivery.webhook_id, delivery.attempt, status or error, latency_ms)
-    if upcoming is not None and upcoming.id is not None and delay is not None:
+    log.info(
+        "webhook %s attempt %d → %s (%s ms)%s",
+        delivery.webhook_id,
+        delivery.attempt,
+        result.status or result.error,
+        result.latency_ms,
+        f", next in {delay:.0f}s" if delay is not None else "",
+    )
+    if upcoming is not None and upcoming.id is not None and delay is not None and delay <= MAX_COUNTDOWN_S:
         rt.sender.webhook(upcoming.id, countdown_s=delay)
+
+
+def _retry_delay(attempt: int, result: AttemptResult, *, rt: Runtime) -> float | None:
+    if result.delivered or result.status == 410:
+        return None
+    webhooks = rt.settings.webhooks
+    delay = next_retry_delay(attempt, webhooks.retry_delays_s, jitter=webhooks.jitter)
+    if delay is not None and result.status == 429 and result.retry_after_s is not None:
+        return min(result.retry_after_s, webhooks.max_retry_after_s)
+    return delay
+
+
+def _finish(session: Session, row: WebhookDelivery, result: AttemptResult, at: datetime, *, state: str) -> None:
+    row.state = state
+    row.finished_at, row.response_status, row.latency_ms = at, result.status, result.latency_ms
+    row.error = result.error[:500] if result.error else None
+    session.add(row)
+
+
+def _disable(session: Session, *, owner: str, url: str, now: datetime) -> None:
+    if not is_disabled(session=session, owner=owner, url=url):
+        session.add(DisabledWebhookEndpoint(owner=owner, url_hash=url_hash(url), url=url, disabled_at=now))
 
 
 def _payload(
@@ -110,19 +184,20 @@ def _payload(
     return payload.model_dump_json()
 
 
-def _post(delivery: WebhookDelivery, body: str, *, rt: Runtime) -> tuple[int | None, str | None, int]:
-    headers = sign_headers(
-        secret=rt.settings.webhooks.secret.get_secret_value(),
-        webhook_id=delivery.webhook_id,
-        sent_at=rt.clock(),
-        body=body,
-    )
+def _post(delivery: WebhookDelivery, body: str, *, secrets: Sequence[str], rt: Runtime) -> AttemptResult:
+    headers = sign_headers(secrets=secrets, webhook_id=delivery.webhook_id, sent_at=rt.clock(), body=body)
     started = time.perf_counter()
     try:
-        response = rt.webhook_http.post(delivery.url, content=body.encode(), headers=headers)
-        status, error = response.status_code, None
+        with rt.webhook_http.stream("POST", delivery.url, content=body.encode(), headers=headers) as response:
+            received = 0
+            for chunk in response.iter_bytes():
+                received += len(chunk)
+                if received >= MAX_RESPONSE_BYTES:
+                    break
+            status, error, wait = response.status_code, None, retry_after_s(response)
     except EgressRefusedError as exc:
-        status, error = None, f"refused: {exc}"[:500]
+        status, error, wait = None, f"refused: {exc}", None
     except httpx.HTTPError as exc:
-        status, error = None, type(exc).__name__
-    return status, error, int((time.perf_counter() - started) * 1000)
+        status, error, wait = None, type(exc).__name__, None
+    latency_ms = int((time.perf_counter() - started) * 1000)
+    return AttemptResult(status=status, error=error, latency_ms=latency_ms, retry_after_s=wait)

@@ -133,6 +133,12 @@ def schedule_webhook(
     """Schedule a delivery attempt of the job's terminal event, if the job has a callback URL."""
     if job.callback_url is None:
         return None
+    return add_webhook_attempt(session=session, job=job, event_type=event_type, attempt=attempt, at=at)
+
+
+def add_webhook_attempt(*, session: Session, job: Job, event_type: str, attempt: int, at: datetime) -> WebhookDelivery:
+    """A pending delivery attempt of the job's terminal event (``webhook-id`` derived from the job)."""
+    assert job.callback_url is not None
     delivery = WebhookDelivery(
         job_id=job.id,
         webhook_id=f"msg_{job.id}",

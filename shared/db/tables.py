@@ -159,3 +159,40 @@ class WebhookDelivery(SQLModel, table=True):
     response_status: int | None = None
     latency_ms: int | None = None
     error: str | None = Field(default=None, max_length=500)
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key created with ``imagejobs keys create``: stored hashed, with its tenant's limits and secrets.
+
+    Keys given in ``IMAGEJOBS_API_KEYS`` are bootstrap keys and have no row.
+    """
+
+    __tablename__ = "api_key"
+
+    #: the tenant id (``job.owner``): a prefix of the key's SHA-256, as for bootstrap keys
+    id: str = Field(primary_key=True, max_length=32)
+    key_hash: str = Field(max_length=64, unique=True)
+    #: the first characters of the key, to recognise it in listings
+    prefix: str = Field(max_length=16)
+    name: str = Field(default="", max_length=100)
+    created_at: datetime = _stamp()
+    revoked_at: datetime | None = _when()
+    requests_per_minute: int | None = None
+    spend_budget: Decimal | None = Field(default=None, sa_type=MONEY)
+    webhook_secret: str = Field(max_length=128)
+    #: during a rotation the previous secret keeps signing too, until it expires
+    previous_webhook_secret: str | None = Field(default=None, max_length=128)
+    previous_secret_expires_at: datetime | None = _when()
+
+
+class DisabledWebhookEndpoint(SQLModel, table=True):
+    """A callback URL that answered ``410 Gone``: no more deliveries go to it for that tenant."""
+
+    __tablename__ = "disabled_webhook_endpoint"
+    __table_args__ = (UniqueConstraint("owner", "url_hash", name="uq_disabled_webhook_endpoint_owner_url_hash"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner: str = Field(max_length=32)
+    url_hash: str = Field(max_length=64)
+    url: str = Field(max_length=2048)
+    disabled_at: datetime = _stamp()

@@ -17,7 +17,7 @@ from standardwebhooks.webhooks import Webhook
 from shared.catalog import load_catalog
 from tests.e2e.conftest import Stack
 from tests.integration.harness import WebhookReceiver, wait_for_requests
-from tests.support import API_KEY, WEBHOOK_SECRET
+from tests.support import API_KEY, tenant_webhook_secret
 
 pytestmark = pytest.mark.e2e
 
@@ -116,7 +116,7 @@ def test_async_job_with_a_webhook_through_the_openai_sdk(
     assert accepted["cost"] is None
 
     [delivery] = wait_for_requests(receiver, 1, timeout_s=60)
-    event: dict[str, Any] = Webhook(WEBHOOK_SECRET).verify(delivery.body, delivery.headers)
+    event: dict[str, Any] = Webhook(tenant_webhook_secret()).verify(delivery.body, delivery.headers)
     assert event["type"] == "job.succeeded"
     assert event["data"]["id"] == task_id
 

@@ -36,7 +36,7 @@ from tests.integration.harness import (
     wait_for_requests,
     wait_for_terminal,
 )
-from tests.support import API_KEY, WEBHOOK_SECRET
+from tests.support import API_KEY, tenant_webhook_secret
 
 pytestmark = pytest.mark.integration
 
@@ -174,7 +174,7 @@ def test_failed_upstream_jobs_end_failed_without_cost_or_images(pipeline: Pipeli
 
 def verified_payload(request: ReceivedRequest) -> dict[str, Any]:
     """The body, verified against the Standard Webhooks signature (raises if it does not verify)."""
-    payload: dict[str, Any] = Webhook(WEBHOOK_SECRET).verify(request.body, request.headers)
+    payload: dict[str, Any] = Webhook(tenant_webhook_secret()).verify(request.body, request.headers)
     return payload
 
 
@@ -210,7 +210,7 @@ def test_webhooks_are_signed_delivered_and_retried_with_the_same_id(pipeline: Pi
         Webhook("whsec_" + "A" * 43 + "=").verify(request.body, request.headers)
     tampered = request.body.replace(b"succeeded", b"failed")
     with pytest.raises(WebhookVerificationError):
-        Webhook(WEBHOOK_SECRET).verify(tampered, request.headers)
+        Webhook(tenant_webhook_secret()).verify(tampered, request.headers)
     [delivery] = pipeline.rows.deliveries(ok_id)
     assert (delivery.attempt, delivery.state, delivery.response_status) == (1, "delivered", 200)
     assert delivery.webhook_id == f"msg_{ok_id}" and delivery.event_type == "job.succeeded"

@@ -163,10 +163,17 @@ def test_bad_webhook_secret_is_not_echoed_in_the_error(env: pytest.MonkeyPatch) 
     assert leaked not in _config_error()
 
 
-def test_webhook_retry_delay_above_300_s_is_refused(env: pytest.MonkeyPatch) -> None:
-    env.setenv("IMAGEJOBS_WEBHOOKS__RETRY_DELAYS_S", "[5, 600]")
+def test_negative_webhook_retry_delay_is_refused(env: pytest.MonkeyPatch) -> None:
+    env.setenv("IMAGEJOBS_WEBHOOKS__RETRY_DELAYS_S", "[5, -1]")
 
     assert "IMAGEJOBS_WEBHOOKS__RETRY_DELAYS_S" in _config_error()
+
+
+def test_default_webhook_schedule_is_ten_attempts_over_about_three_days(env: pytest.MonkeyPatch) -> None:
+    delays = load_settings().webhooks.retry_delays_s
+
+    assert len(delays) + 1 == 10
+    assert 2.9 * 86400 < sum(delays) < 3.3 * 86400
 
 
 def test_api_keys_are_split_on_commas(env: pytest.MonkeyPatch) -> None:

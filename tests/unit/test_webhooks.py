@@ -14,9 +14,10 @@ from shared.db import jobs_repo
 from shared.db.tables import WebhookDelivery
 from shared.errors import ContentPolicyError
 from shared.files import is_valid_file_signature
+from shared.webhook_secrets import derived_secret
 from tests.fakes import accepted, completed, succeeded
 from tests.support import SIGNING_KEY, WEBHOOK_SECRET
-from tests.unit.conftest import OPENAI_REQUEST, Harness
+from tests.unit.conftest import OPENAI_REQUEST, OWNER, Harness
 from worker.pipeline import poll_job, submit_job
 from worker.webhooks import deliver_webhook, next_retry_delay, sign_headers
 
@@ -46,7 +47,7 @@ def _row(harness: Harness, delivery_id: int) -> WebhookDelivery:
 
 
 def test_sign_headers_verify_with_the_standard_webhooks_library() -> None:
-    headers = sign_headers(secret=WEBHOOK_SECRET, webhook_id="msg_1", sent_at=datetime.now(UTC), body=BODY)
+    headers = sign_headers(secrets=WEBHOOK_SECRET, webhook_id="msg_1", sent_at=datetime.now(UTC), body=BODY)
 
     assert Webhook(WEBHOOK_SECRET).verify(BODY, headers) == json.loads(BODY)
     assert headers["webhook-id"] == "msg_1"
@@ -62,7 +63,7 @@ def test_sign_headers_verify_with_the_standard_webhooks_library() -> None:
     ],
 )
 def test_sign_headers_do_not_verify_for_another_body_or_secret(secret: str, body: str) -> None:
-    headers = sign_headers(secret=WEBHOOK_SECRET, webhook_id="msg_1", sent_at=datetime.now(UTC), body=BODY)
+    headers = sign_headers(secrets=WEBHOOK_SECRET, webhook_id="msg_1", sent_at=datetime.now(UTC), body=BODY)
 
     with pytest.raises(WebhookVerificationError):
         Webhook(secret).verify(body, headers)
@@ -71,7 +72,7 @@ def test_sign_headers_do_not_verify_for_another_body_or_secret(secret: str, body
 def test_sign_headers_carry_the_send_time_as_unix_seconds() -> None:
     sent_at = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
-    headers = sign_headers(secret=WEBHOOK_SECRET, webhook_id="msg_1", sent_at=sent_at, body=BODY)
+    headers = sign_headers(secrets=WEBHOOK_SECRET, webhook_id="msg_1", sent_at=sent_at, body=BODY)
 
     assert headers["webhook-timestamp"] == str(int(sent_at.timestamp()))
 
@@ -273,6 +274,9 @@ def test_signed_body_is_byte_identical_to_the_body_sent(harness: Harness) -> Non
 
     [request] = harness.webhook_requests
     assert request.headers["content-type"] == "application/json"
-    payload = Webhook(WEBHOOK_SECRET).verify(request.content, dict(request.headers))
+    # bootstrap tenants sign with a secret derived from the master secret and their tenant id
+    payload = Webhook(derived_secret(WEBHOOK_SECRET, OWNER)).verify(request.content, dict(request.headers))
+    with pytest.raises(WebhookVerificationError):
+        Webhook(WEBHOOK_SECRET).verify(request.content, dict(request.headers))
     assert payload["data"]["id"] == job_id
     assert payload["type"] == "job.succeeded"
