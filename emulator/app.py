@@ -14,13 +14,21 @@ import os
 
 from fastapi import FastAPI, Request, Response
 
+from emulator.ark import ArkEmulator
+from emulator.bfl import RESULT_TTL_S, BflEmulator
+from emulator.gemini import GeminiEmulator
 from emulator.kling import PATH, KlingEmulator
 from emulator.knobs import Knobs, build_knobs_router
 from emulator.openai_images import OpenAIEmulator
+from emulator.relay import RelayEmulator
 
 DEFAULT_KLING_ACCESS_KEY = "emulator-ak"
 DEFAULT_KLING_SECRET_KEY = "emulator-kling-secret-key-local-only"
 DEFAULT_OPENAI_API_KEY = "emulator-openai-key"
+DEFAULT_GEMINI_API_KEY = "emulator-gemini-key"
+DEFAULT_ARK_API_KEY = "emulator-ark-key"
+DEFAULT_BFL_API_KEY = "emulator-bfl-key"
+DEFAULT_RELAY_API_KEY = "emulator-relay-key"
 
 
 async def _wants_kling(request: Request, openai_key: str) -> bool:
@@ -46,11 +54,23 @@ def create_app() -> FastAPI:
         secret_key=os.environ.get("EMULATOR_KLING_SECRET_KEY", DEFAULT_KLING_SECRET_KEY),
     )
     openai = OpenAIEmulator(knobs, api_key=os.environ.get("EMULATOR_OPENAI_API_KEY", DEFAULT_OPENAI_API_KEY))
+    gemini = GeminiEmulator(knobs, api_key=os.environ.get("EMULATOR_GEMINI_API_KEY", DEFAULT_GEMINI_API_KEY))
+    ark = ArkEmulator(knobs, api_key=os.environ.get("EMULATOR_ARK_API_KEY", DEFAULT_ARK_API_KEY))
+    bfl = BflEmulator(
+        knobs,
+        api_key=os.environ.get("EMULATOR_BFL_API_KEY", DEFAULT_BFL_API_KEY),
+        result_ttl_s=float(os.environ.get("EMULATOR_BFL_RESULT_TTL_S", RESULT_TTL_S)),
+    )
+    relay = RelayEmulator(knobs, api_key=os.environ.get("EMULATOR_RELAY_API_KEY", DEFAULT_RELAY_API_KEY))
 
     def reset() -> None:
         knobs.reset()
         kling.reset()
         openai.reset()
+        gemini.reset()
+        ark.reset()
+        bfl.reset()
+        relay.reset()
 
     async def generations(request: Request) -> Response:
         if await _wants_kling(request, openai.api_key):
@@ -64,8 +84,14 @@ def create_app() -> FastAPI:
     app.include_router(build_knobs_router(knobs, reset))
     app.include_router(kling.files_router())
     app.include_router(openai.files_router())
+    app.include_router(ark.files_router())
+    app.include_router(bfl.files_router())
     app.include_router(kling.build_router(), prefix="/kling")
     app.include_router(openai.build_router(), prefix="/openai")
+    app.include_router(gemini.build_router(), prefix="/gemini")
+    app.include_router(ark.build_router(), prefix="/ark")
+    app.include_router(bfl.build_router(), prefix="/bfl")
+    app.include_router(relay.build_router(), prefix="/relay")
     app.add_api_route(PATH, generations, methods=["POST"], tags=["dispatch"])
     app.include_router(kling.build_router(with_submit=False))
     app.add_api_route("/v1/images/edits", openai.edit, methods=["POST"], tags=["openai"])

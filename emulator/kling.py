@@ -1,7 +1,10 @@
-"""Kling dialect: the legacy ``/v1/images/generations`` task API (create, query one, list) plus result files.
+"""Kling dialect: the legacy ``/v1`` image task APIs (create, query one, list) plus result files.
 
-Envelope ``{"code", "message", "request_id", "data"}`` with Kling's service codes; ms timestamps;
-``task_status`` ``submitted → processing → succeed | failed``. Result images are served by
+Five endpoints share one task store, envelope and lifecycle: ``/v1/images/generations``,
+``/v1/images/multi-image2image``, ``/v1/images/editing/expand``, ``/v1/images/kolors-virtual-try-on`` and
+``/v1/images/omni-image``; a task is queried under the path that created it. Envelope
+``{"code", "message", "request_id", "data"}`` with Kling's service codes; ms timestamps; ``task_status``
+``submitted → processing → succeed | failed``. Result images are served by
 ``GET /_emulator/files/kling/{task_id}/{index}.png``. Callbacks (``callback_url``) are accepted and
 stored but not sent: clients must poll.
 """
@@ -13,14 +16,16 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from emulator import kling_expand, kling_multi_image, kling_omni, kling_try_on
 from emulator.kling_auth import check_kling_auth
-from emulator.kling_params import KlingParamError, parse_submit
+from emulator.kling_params import KlingImageRequest, KlingParamError, parse_submit
 from emulator.kling_tasks import (
     FAILED,
     SUCCEED,
@@ -31,11 +36,23 @@ from emulator.kling_tasks import (
 )
 from emulator.knobs import Knobs, sample_latency
 from emulator.markers import GARBAGE_HTML, Markers, parse_markers
-from emulator.render import render_png_cached, size_for_aspect
+from emulator.render import render_png_cached
 
 PATH = "/v1/images/generations"
 MODERATION_MSG = "Failure to pass the risk control system"
 FAILURE_MSG = "Image generation failed due to an internal error, please try again later"
+
+Parser = Callable[[dict[str, Any]], KlingImageRequest]
+Handler = Callable[..., Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One task API: its name (``KlingImageRequest.endpoint``), path and body parser."""
+
+    name: str
+    path: str
+    parse: Parser
 
 
 def _ms(seconds: float) -> int:
@@ -58,6 +75,14 @@ def _int_query(request: Request, key: str, default: int, low: int, high: int) ->
     return value
 
 
+def result_size(shape: tuple[float, float], long_side: int) -> tuple[int, int]:
+    """``(width, height)`` of a result of this shape whose longer side is ``long_side`` pixels."""
+    width, height = shape
+    if width >= height:
+        return long_side, max(1, round(long_side * height / width))
+    return max(1, round(long_side * width / height)), long_side
+
+
 class KlingEmulator:
     """The Kling account: credentials, task store and route handlers."""
 
@@ -69,17 +94,27 @@ class KlingEmulator:
         self.secret_key = secret_key
         self.clock = clock
         self.store = TaskStore()
+        self.generations = Endpoint("generations", PATH, parse_submit)
+        self.endpoints = (
+            self.generations,
+            Endpoint(kling_multi_image.ENDPOINT, "/v1/images/multi-image2image", kling_multi_image.parse_multi_image),
+            Endpoint(kling_expand.ENDPOINT, "/v1/images/editing/expand", kling_expand.parse_expand),
+            Endpoint(kling_try_on.ENDPOINT, "/v1/images/kolors-virtual-try-on", kling_try_on.parse_try_on),
+            Endpoint(kling_omni.ENDPOINT, "/v1/images/omni-image", self._parse_omni),
+        )
 
     def reset(self) -> None:
         self.store.clear()
 
     def build_router(self, *, with_submit: bool = True) -> APIRouter:
-        """The ``/v1`` API routes (``with_submit=False``: queries only, for the shared root paths)."""
+        """The ``/v1`` API routes (``with_submit=False``: without ``POST /v1/images/generations``, whose root
+        path the app shares with OpenAI)."""
         router = APIRouter(tags=["kling"])
-        if with_submit:
-            router.add_api_route(PATH, self.submit, methods=["POST"])
-        router.add_api_route(PATH, self.list_tasks, methods=["GET"])
-        router.add_api_route(PATH + "/{task_id}", self.query, methods=["GET"])
+        for endpoint in self.endpoints:
+            if with_submit or endpoint.path != PATH:
+                router.add_api_route(endpoint.path, self._submit_handler(endpoint), methods=["POST"])
+            router.add_api_route(endpoint.path, self._list_handler(endpoint), methods=["GET"])
+            router.add_api_route(endpoint.path + "/{task_id}", self._query_handler(endpoint), methods=["GET"])
         return router
 
     def files_router(self) -> APIRouter:
@@ -89,27 +124,40 @@ class KlingEmulator:
 
     # -- handlers -----------------------------------------------------------------------------------
 
-    async def submit(self, request: Request) -> Response:
+    async def submit(self, request: Request, endpoint: Endpoint | None = None) -> Response:
+        """Create a task (default: ``POST /v1/images/generations``, where the app's shared root path dispatches)."""
         self.knobs.stats.kling.submits += 1
-        return self._tally(await self._submit(request))
+        return self._tally(await self._submit(request, endpoint or self.generations))
 
-    async def query(self, request: Request, task_id: str) -> Response:
-        self.knobs.stats.kling.queries += 1
-        return self._tally(await self._query(request, task_id))
+    def _submit_handler(self, endpoint: Endpoint) -> Handler:
+        async def submit(request: Request) -> Response:
+            return await self.submit(request, endpoint)
 
-    async def list_tasks(self, request: Request) -> Response:
-        self.knobs.stats.kling.queries += 1
-        single = request.query_params.get("external_task_id") or request.query_params.get("task_id")
-        if single:
-            return self._tally(await self._query(request, single))
-        return self._tally(await self._list(request))
+        return submit
+
+    def _query_handler(self, endpoint: Endpoint) -> Handler:
+        async def query(request: Request, task_id: str) -> Response:
+            self.knobs.stats.kling.queries += 1
+            return self._tally(await self._query(request, task_id, endpoint))
+
+        return query
+
+    def _list_handler(self, endpoint: Endpoint) -> Handler:
+        async def list_tasks(request: Request) -> Response:
+            self.knobs.stats.kling.queries += 1
+            single = request.query_params.get("external_task_id") or request.query_params.get("task_id")
+            if single:
+                return self._tally(await self._query(request, single, endpoint))
+            return self._tally(await self._list(request, endpoint))
+
+        return list_tasks
 
     async def file(self, task_id: str, index: str) -> Response:
         task = self.store.get(task_id)
         now = self.clock()
         if task is None or task.state_at(now)[0] != SUCCEED or index not in map(str, range(task.request.n)):
             return envelope(404, 1203, "resource does not exist")
-        width, height = size_for_aspect(task.request.aspect_ratio, self.knobs.config.image_long_side)
+        width, height = result_size(task.request.shape, self.knobs.config.image_long_side)
         png = render_png_cached(f"kling {task.task_id} #{index}", width, height)
         return Response(png, media_type="image/png", headers={"cache-control": "public, max-age=2592000"})
 
@@ -125,7 +173,10 @@ class KlingEmulator:
         failure = check_kling_auth(header, access_key=self.access_key, secret_key=self.secret_key)
         return None if failure is None else envelope(401, failure.code, failure.message)
 
-    async def _submit(self, request: Request) -> Response:
+    def _parse_omni(self, body: dict[str, Any]) -> KlingImageRequest:
+        return kling_omni.parse_omni(body, draw_auto_series_amount=lambda: self.knobs.rng.randint(2, 9))
+
+    async def _submit(self, request: Request, endpoint: Endpoint) -> Response:
         if (denied := self._auth_error(request)) is not None:
             return denied
         try:
@@ -135,10 +186,10 @@ class KlingEmulator:
         if not isinstance(body, dict):
             return envelope(400, 1200, "invalid request parameters: body must be a JSON object")
         try:
-            params = parse_submit(body)
+            params = endpoint.parse(body)
         except KlingParamError as exc:
             return envelope(400, 1201, f"invalid parameter: {exc}")
-        markers = parse_markers(params.prompt)
+        markers = parse_markers(params.scenario)
         if (rejection := self._front_door(markers)) is not None:
             return rejection
         now = self.clock()
@@ -197,16 +248,16 @@ class KlingEmulator:
             return FAILURE_MSG
         return None
 
-    async def _query(self, request: Request, task_id: str) -> Response:
+    async def _query(self, request: Request, task_id: str, endpoint: Endpoint) -> Response:
         await self._status_delay()
         if (denied := self._auth_error(request)) is not None:
             return denied
-        task = self.store.get(task_id)
+        task = self.store.get(task_id, endpoint=endpoint.name)
         if task is None:
             return envelope(404, 1203, f"task {task_id} does not exist")
         return envelope(200, 0, "SUCCEED", self._task_data(task, request))
 
-    async def _list(self, request: Request) -> Response:
+    async def _list(self, request: Request, endpoint: Endpoint) -> Response:
         await self._status_delay()
         if (denied := self._auth_error(request)) is not None:
             return denied
@@ -215,7 +266,7 @@ class KlingEmulator:
             page_size = _int_query(request, "pageSize", 30, 1, 500)
         except KlingParamError as exc:
             return envelope(400, 1201, f"invalid parameter: {exc}")
-        tasks = self.store.page(page_num, page_size)
+        tasks = self.store.page(page_num, page_size, endpoint=endpoint.name)
         return envelope(200, 0, "SUCCEED", [self._task_data(task, request) for task in tasks])
 
     async def _status_delay(self) -> None:
@@ -243,4 +294,10 @@ class KlingEmulator:
         images = [
             {"index": i, "url": f"{base}/_emulator/files/kling/{task.task_id}/{i}.png"} for i in range(task.request.n)
         ]
-        return data | {"final_unit_deduction": str(task.request.units), "task_result": {"images": images}}
+        result: dict[str, Any] = {"images": images}
+        if task.request.endpoint == kling_omni.ENDPOINT:
+            series = task.request.result_type == "series"
+            result = {"result_type": task.request.result_type, "images": [] if series else images}
+            if series:
+                result["series_images"] = images
+        return data | {"final_unit_deduction": str(task.request.units), "task_result": result}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+from collections import Counter
 from dataclasses import dataclass
 
 from emulator.kling_params import KlingImageRequest
@@ -49,67 +50,76 @@ class DuplicateExternalTaskIdError(ValueError):
 
 
 class ConcurrencyExceededError(RuntimeError):
-    """The account's in-flight slots (``n`` per image task) would exceed the limit."""
+    """The account's in-flight slots of a resource pack (``n`` per image task) would exceed the limit."""
 
 
 class TaskStore:
-    """Tasks by ``task_id`` (insertion-ordered) plus an ``external_task_id`` index and slot accounting."""
+    """Tasks by ``task_id`` (insertion-ordered) plus an ``external_task_id`` index and slot accounting.
+
+    ``external_task_id`` is unique per account (across endpoints). Slots are counted per resource pack
+    (``request.pool``: image tasks and try-on tasks are separate packs), each up to the same limit.
+    """
 
     def __init__(self, *, max_tasks: int = 100_000) -> None:
         self._max_tasks = max_tasks
         self._lock = threading.Lock()
         self._tasks: dict[str, KlingTask] = {}
         self._by_external: dict[str, str] = {}
-        self._in_flight: list[tuple[float, str, int]] = []  # heap of (ends_at, task_id, slots)
-        self._slots = 0
+        self._in_flight: list[tuple[float, str, str, int]] = []  # heap of (ends_at, task_id, pool, slots)
+        self._slots: Counter[str] = Counter()
 
     def add(self, task: KlingTask, *, now: float, concurrency_limit: int | None) -> None:
         """Store ``task``; raises ``DuplicateExternalTaskIdError`` or ``ConcurrencyExceededError``."""
         external = task.request.external_task_id
-        slots = task.request.n
+        pool, slots = task.request.pool, task.request.slots
         with self._lock:
             if external is not None and external in self._by_external:
                 raise DuplicateExternalTaskIdError(external)
             self._release_finished(now)
-            if concurrency_limit is not None and self._slots + slots > concurrency_limit:
-                raise ConcurrencyExceededError(f"{self._slots} of {concurrency_limit} slots in use")
+            if concurrency_limit is not None and self._slots[pool] + slots > concurrency_limit:
+                raise ConcurrencyExceededError(f"{self._slots[pool]} of {concurrency_limit} {pool} slots in use")
             self._tasks[task.task_id] = task
             if external is not None:
                 self._by_external[external] = task.task_id
             if task.ends_at > now:
-                heapq.heappush(self._in_flight, (task.ends_at, task.task_id, slots))
-                self._slots += slots
+                heapq.heappush(self._in_flight, (task.ends_at, task.task_id, pool, slots))
+                self._slots[pool] += slots
             self._evict_oldest()
 
-    def get(self, task_or_external_id: str) -> KlingTask | None:
+    def get(self, task_or_external_id: str, *, endpoint: str | None = None) -> KlingTask | None:
+        """The task with this ``task_id`` or ``external_task_id`` (created by ``endpoint``, when given)."""
         with self._lock:
             task = self._tasks.get(task_or_external_id)
             if task is None and task_or_external_id in self._by_external:
                 task = self._tasks.get(self._by_external[task_or_external_id])
-            return task
+        if task is not None and endpoint is not None and task.request.endpoint != endpoint:
+            return None
+        return task
 
-    def page(self, page_num: int, page_size: int) -> list[KlingTask]:
-        """Page ``page_num`` (1-based) of the tasks, newest first."""
+    def page(self, page_num: int, page_size: int, *, endpoint: str | None = None) -> list[KlingTask]:
+        """Page ``page_num`` (1-based) of the tasks (created by ``endpoint``, when given), newest first."""
         start = (page_num - 1) * page_size
         with self._lock:
-            return list(itertools.islice(reversed(self._tasks.values()), start, start + page_size))
+            newest_first = reversed(self._tasks.values())
+            tasks = (task for task in newest_first if endpoint is None or task.request.endpoint == endpoint)
+            return list(itertools.islice(tasks, start, start + page_size))
 
-    def slots_in_use(self, now: float) -> int:
+    def slots_in_use(self, now: float, pool: str = "image") -> int:
         with self._lock:
             self._release_finished(now)
-            return self._slots
+            return self._slots[pool]
 
     def clear(self) -> None:
         with self._lock:
             self._tasks.clear()
             self._by_external.clear()
             self._in_flight.clear()
-            self._slots = 0
+            self._slots.clear()
 
     def _release_finished(self, now: float) -> None:
         while self._in_flight and self._in_flight[0][0] <= now:
-            _, _, slots = heapq.heappop(self._in_flight)
-            self._slots -= slots
+            _, _, pool, slots = heapq.heappop(self._in_flight)
+            self._slots[pool] -= slots
 
     def _evict_oldest(self) -> None:
         while len(self._tasks) > self._max_tasks:

@@ -79,9 +79,15 @@ class BflKnobs(ProviderKnobs):
     concurrency_limit: Annotated[int, Field(ge=1)] | None = 24
 
 
+class OpenAIKnobs(ProviderKnobs):
+    """OpenAI also has DALL·E's lifecycle: retired (``model_not_found``, the default) or still served."""
+
+    dalle_retired: bool = True
+
+
 class EmulatorConfig(_Strict):
     kling: KlingKnobs = KlingKnobs(latency=UniformLatency(low_s=2.0, high_s=4.0))
-    openai: ProviderKnobs = ProviderKnobs(latency=UniformLatency(low_s=0.5, high_s=1.5))
+    openai: OpenAIKnobs = OpenAIKnobs(latency=UniformLatency(low_s=0.5, high_s=1.5))
     gemini: ProviderKnobs = ProviderKnobs(latency=UniformLatency(low_s=0.5, high_s=1.5))
     ark: ProviderKnobs = ProviderKnobs(latency=UniformLatency(low_s=0.5, high_s=1.5))
     bfl: BflKnobs = BflKnobs(latency=UniformLatency(low_s=2.0, high_s=4.0))

@@ -78,8 +78,8 @@ def _probe(data: bytes, param: str) -> tuple[str, tuple[int, int]]:
         raise OpenAIParamError(f"Invalid image file or mode for '{param}'.", param) from None
 
 
-def check_edit_files(request: OpenAIImageRequest, form: EditForm) -> None:
-    """Model-specific rules for the uploaded images and mask."""
+def check_edit_files(request: OpenAIImageRequest, form: EditForm) -> tuple[int, int]:
+    """Model-specific rules for the uploaded images and mask; returns the first image's ``(width, height)``."""
     if request.model == DALL_E_2:
         if len(form.images) != 1:
             raise OpenAIParamError("dall-e-2 accepts exactly one image.", "image")
@@ -93,10 +93,11 @@ def check_edit_files(request: OpenAIImageRequest, form: EditForm) -> None:
             fmt, _ = _probe(data, "image")
             if fmt not in _GPT_FORMATS or len(data) >= 50 * _MB:
                 raise OpenAIParamError("Images must be PNG, JPEG or WebP files less than 50 MB.", "image")
+    _, image_size = _probe(form.images[0], "image")
     if form.mask is not None:
         fmt, mask_size = _probe(form.mask, "mask")
-        _, image_size = _probe(form.images[0], "image")
         if fmt != "PNG" or len(form.mask) >= 4 * _MB:
             raise OpenAIParamError("Invalid mask image format - the mask must be a PNG less than 4 MB.", "mask")
         if mask_size != image_size:
             raise OpenAIParamError("Invalid mask image format - mask size does not match image size.", "mask")
+    return image_size

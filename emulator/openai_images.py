@@ -2,15 +2,21 @@
 
 The handler waits the sampled generation time (``asyncio.sleep``), then answers an ``ImagesResponse``:
 ``data[].b64_json`` plus ``usage`` for GPT image models; ``data[].url`` (served by
-``GET /_emulator/files/openai/{id}/{index}.png``) or ``b64_json`` for DALL·E. Every response carries
-``x-request-id``; injected 429/5xx faults also carry ``x-should-retry: false``, so the SDK's automatic
-retries do not multiply them.
+``GET /_emulator/files/openai/{id}/{index}.png``) or ``b64_json`` for DALL·E (only while the
+``openai.dalle_retired`` knob is off; by default DALL·E answers 404 ``model_not_found``, as upstream since
+2026-05-12). Every response carries ``x-request-id``; injected 429/5xx faults also carry
+``x-should-retry: false``, so the SDK's automatic retries do not multiply them.
+
+Safety blocks: GPT image models answer 400 ``image_generation_user_error`` / ``moderation_blocked`` with
+``moderation_details`` (stage ``input`` at submit for ``[moderated]``, ``output`` after the generation
+time for ``[moderated-async]``); DALL·E answers 400 ``invalid_request_error`` / ``content_policy_violation``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import time
 import uuid
@@ -23,7 +29,13 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from emulator.knobs import Knobs, sample_latency
 from emulator.markers import GARBAGE_HTML, Markers, parse_markers
 from emulator.openai_edits import check_edit_files, read_edit_form
-from emulator.openai_params import DALL_E_3, OpenAIImageRequest, OpenAIParamError, parse_image_request
+from emulator.openai_params import (
+    DALL_E_2,
+    DALL_E_3,
+    OpenAIImageRequest,
+    OpenAIParamError,
+    parse_image_request,
+)
 from emulator.render import render_image, render_png_cached
 
 HANG_S = 3600.0
@@ -33,6 +45,8 @@ _MAX_URL_RESULTS = 10_000
 _OUTPUT_TOKENS = {"low": (272, 408, 400), "medium": (1056, 1584, 1568), "high": (4160, 6240, 6208)}
 _SIZE_COLUMN = {"1024x1024": 0, "1024x1536": 1, "1536x1024": 2}
 _IMAGE_INPUT_TOKENS = 323  # per input image of an edit (a plausible low-fidelity figure)
+_MODERATION_CATEGORIES = ["violence"]  # what a [moderated] prompt is said to contain
+_IMAGES_PER_MINUTE = 5  # tier 1 IPM, quoted in rate-limit messages
 
 
 def openai_error(
@@ -43,8 +57,9 @@ def openai_error(
     param: str | None = None,
     code: str | None = None,
     headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code, **extra}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -53,10 +68,37 @@ def _server_error() -> JSONResponse:
     return openai_error(500, message, type_="server_error", headers=_NO_RETRY)
 
 
-def _rate_limited() -> JSONResponse:
-    message = "Rate limit reached for requests. Please try again in 1s."
-    headers = {**_NO_RETRY, "retry-after": "1"}
+def _rate_limited(model: str) -> JSONResponse:
+    message = (
+        f"Rate limit reached for {model} in organization org-emulator on images per minute (IPM): "
+        f"Limit {_IMAGES_PER_MINUTE}, Used {_IMAGES_PER_MINUTE}, Requested 1. Please try again in 1s. "
+        "Visit https://platform.openai.com/account/rate-limits to learn more."
+    )
+    headers = {
+        **_NO_RETRY,
+        "retry-after": "1",
+        "retry-after-ms": "1000",
+        "x-ratelimit-limit-requests": str(_IMAGES_PER_MINUTE),
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1s",
+    }
     return openai_error(429, message, type_="requests", code="rate_limit_exceeded", headers=headers)
+
+
+def _safety_block(params: OpenAIImageRequest, stage: str) -> JSONResponse:
+    """GPT image: ``moderation_blocked`` with ``moderation_details``; DALL·E: ``content_policy_violation``."""
+    if params.is_gpt:
+        message = "Your request was rejected by the safety system. Contact us if you think this is an error."
+        details = {"moderation_stage": stage, "categories": _MODERATION_CATEGORIES}
+        return openai_error(
+            400, message, type_="image_generation_user_error", code="moderation_blocked", moderation_details=details
+        )
+    subject = "Your prompt" if stage == "input" else "Image descriptions generated from your prompt"
+    message = (
+        "Your request was rejected as a result of our safety system. "
+        f"{subject} may contain text that is not allowed by our safety system."
+    )
+    return openai_error(400, message, code="content_policy_violation")
 
 
 def _mask(key: str) -> str:
@@ -134,20 +176,24 @@ class OpenAIEmulator:
         if (denied := self._auth_error(request)) is not None:
             return denied
         input_images = 0
+        retired = self.knobs.config.openai.dalle_retired
         try:
             if edit:
                 form = await read_edit_form(request)
-                params = parse_image_request(form.fields, edit=True)
-                check_edit_files(params, form)
+                params = parse_image_request(form.fields, edit=True, dalle_retired=retired)
+                first_image_size = check_edit_files(params, form)
+                params = _edit_output_size(params, first_image_size)
                 input_images = len(form.images)
             else:
-                params = parse_image_request(await self._json_body(request))
+                params = parse_image_request(await self._json_body(request), dalle_retired=retired)
         except OpenAIParamError as exc:
             return openai_error(exc.status, exc.message, param=exc.param, code=exc.code)
         markers = parse_markers(params.prompt)
-        if (rejection := self._front_door(markers)) is not None:
+        if (rejection := self._front_door(markers, params)) is not None:
             return rejection
         await asyncio.sleep(self._latency(markers))
+        if markers.moderated_async:
+            return _safety_block(params, "output")
         if markers.fail or self.knobs.chance(self.knobs.config.openai.failure_rate):
             return _server_error()
         return JSONResponse(self._images_response(request, params, result_id, input_images))
@@ -173,14 +219,13 @@ class OpenAIEmulator:
             raise OpenAIParamError("We could not parse the JSON body of your request.", None)
         return body
 
-    def _front_door(self, markers: Markers) -> Response | None:
+    def _front_door(self, markers: Markers, params: OpenAIImageRequest) -> Response | None:
         """Faults decided before generating: markers first, then the random rates."""
         knobs = self.knobs.config.openai
         if markers.moderated:
-            message = "Your request was rejected by the safety system. Contact us if you think this is an error."
-            return openai_error(400, message, type_="image_generation_user_error", code="moderation_blocked")
+            return _safety_block(params, "input")
         if markers.rate_limited:
-            return _rate_limited()
+            return _rate_limited(params.model)
         if markers.quota:
             message = "You exceeded your current quota, please check your plan and billing details."
             return openai_error(429, message, type_="insufficient_quota", code="insufficient_quota", headers=_NO_RETRY)
@@ -189,7 +234,7 @@ class OpenAIEmulator:
         if markers.garbage:
             return HTMLResponse(GARBAGE_HTML, status_code=200)
         if self.knobs.chance(knobs.rate_limit_rate):
-            return _rate_limited()
+            return _rate_limited(params.model)
         return None
 
     def _latency(self, markers: Markers) -> float:
@@ -231,3 +276,12 @@ class OpenAIEmulator:
         self._url_results[result_id] = (params.width, params.height, params.n)
         while len(self._url_results) > _MAX_URL_RESULTS:
             self._url_results.popitem(last=False)
+
+
+def _edit_output_size(params: OpenAIImageRequest, first_image: tuple[int, int]) -> OpenAIImageRequest:
+    """``size=auto`` on a GPT image edit follows the first input's shape (square, landscape or portrait)."""
+    if not params.auto_size or params.model == DALL_E_2:
+        return params
+    width, height = first_image
+    size = (1536, 1024) if width > height else (1024, 1536) if height > width else (1024, 1024)
+    return dataclasses.replace(params, width=size[0], height=size[1])

@@ -3,6 +3,12 @@
 Problems raise ``OpenAIParamError``; the route answers ``{"error": {"message", "type", "param", "code"}}``
 (400 ``invalid_request_error`` with the offending ``param``; 404 ``model_not_found`` for unknown models).
 Unknown keys are ignored, so OpenAI-compatible extension fields pass.
+
+DALL·E was removed from the API on 2026-05-12 (reference §1.2). With ``dalle_retired`` (the emulator's
+default) ``dall-e-2``/``dall-e-3`` answer 404 ``model_not_found`` and a request without ``model`` gets
+``gpt-image-1.5`` (the SDK 3.3.1 default for edits; the post-retirement default of generations is
+UNVERIFIED). Without it, DALL·E is served as before: ``dall-e-2`` is the default unless a GPT-image-only
+parameter is sent.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ GPT_MODELS = (
 )
 DALL_E_2 = "dall-e-2"
 DALL_E_3 = "dall-e-3"
+DEFAULT_AFTER_RETIREMENT = "gpt-image-1.5"
 # Sending any of these makes the default model a GPT image model (and is refused for DALL·E).
 GPT_ONLY = ("background", "output_format", "output_compression", "moderation", "stream", "partial_images")
 _SIZES = {
@@ -58,6 +65,8 @@ class OpenAIImageRequest:
     response_format: Literal["url", "b64_json"]
     output_format: ImageFormat
     background: Background
+    #: ``size`` was ``auto`` (or omitted on a GPT image model): an edit may follow the input's shape
+    auto_size: bool = False
 
     @property
     def is_gpt(self) -> bool:
@@ -98,13 +107,20 @@ def _int(body: Mapping[str, Any], key: str, default: int, low: int, high: int) -
     return value
 
 
-def _model(body: Mapping[str, Any], *, edit: bool) -> str:
+def _model(body: Mapping[str, Any], *, edit: bool, dalle_retired: bool) -> str:
     model = _str(body, "model")
     if model is None:
+        if dalle_retired:
+            return DEFAULT_AFTER_RETIREMENT
         gpt_hints = (*GPT_ONLY, "input_fidelity") if edit else GPT_ONLY
         return "gpt-image-1" if any(body.get(key) is not None for key in gpt_hints) else DALL_E_2
     if model not in (*GPT_MODELS, DALL_E_2, DALL_E_3):
         message = f"The model `{model}` does not exist or you do not have access to it."
+        raise OpenAIParamError(message, None, status=404, code="model_not_found")
+    if dalle_retired and model in (DALL_E_2, DALL_E_3):
+        message = (
+            f"The model `{model}` has been deprecated, learn more here: https://platform.openai.com/docs/deprecations"
+        )
         raise OpenAIParamError(message, None, status=404, code="model_not_found")
     if edit and model == DALL_E_3:
         raise OpenAIParamError("Invalid value: 'dall-e-3'. Edits support dall-e-2 and GPT image models.", "model")
@@ -125,16 +141,17 @@ def _custom_size(size: str) -> tuple[int, int] | None:
     return width, height
 
 
-def _size(body: Mapping[str, Any], model: str) -> tuple[int, int]:
+def _size(body: Mapping[str, Any], model: str) -> tuple[int, int, bool]:
+    """``(width, height, auto)``; ``auto`` renders 1024x1024 unless an edit's input decides."""
     family = _family(model)
     raw = _str(body, "size") or ("auto" if family == "gpt" else "1024x1024")
     if model.startswith("gpt-image-2") and raw not in _SIZES["gpt"] and (custom := _custom_size(raw)):
-        return custom
+        return (*custom, False)
     if raw not in _SIZES[family]:
         supported = ", ".join(f"'{item}'" for item in _SIZES[family])
         raise OpenAIParamError(f"Invalid value: '{raw}'. Supported values are: {supported}.", "size")
     width, _, height = ("1024x1024" if raw == "auto" else raw).partition("x")
-    return int(width), int(height)
+    return int(width), int(height), raw == "auto"
 
 
 def _gpt_options(body: Mapping[str, Any], model: str, *, edit: bool) -> tuple[ImageFormat, Background]:
@@ -160,12 +177,14 @@ def _gpt_options(body: Mapping[str, Any], model: str, *, edit: bool) -> tuple[Im
     return fmt, "transparent" if background == "transparent" else "opaque"
 
 
-def parse_image_request(body: Mapping[str, Any], *, edit: bool = False) -> OpenAIImageRequest:
+def parse_image_request(
+    body: Mapping[str, Any], *, edit: bool = False, dalle_retired: bool = False
+) -> OpenAIImageRequest:
     """Validate a generations body (JSON) or the typed non-file fields of an edits form."""
     prompt = _str(body, "prompt")
     if not prompt:
         raise OpenAIParamError("Missing required parameter: 'prompt'.", "prompt")
-    model = _model(body, edit=edit)
+    model = _model(body, edit=edit, dalle_retired=dalle_retired)
     limit = _PROMPT_LIMITS[_family(model)]
     if len(prompt) > limit:
         message = f"Invalid 'prompt': string too long. Expected a maximum length of {limit}, got {len(prompt)}."
@@ -173,7 +192,7 @@ def parse_image_request(body: Mapping[str, Any], *, edit: bool = False) -> OpenA
     n = _int(body, "n", 1, 1, 10)
     if model == DALL_E_3 and n != 1:
         raise OpenAIParamError("You must provide n=1 for this model.", "n")
-    width, height = _size(body, model)
+    width, height, auto_size = _size(body, model)
     quality = _choice(body, "quality", _QUALITIES[_family(model)]) or ("auto" if model in GPT_MODELS else "standard")
     response_format = _choice(body, "response_format", ("url", "b64_json"))
     if model in GPT_MODELS and response_format == "url":
@@ -192,4 +211,5 @@ def parse_image_request(body: Mapping[str, Any], *, edit: bool = False) -> OpenA
         response_format="b64_json" if model in GPT_MODELS or response_format == "b64_json" else "url",
         output_format=output_format,
         background=background,
+        auto_size=auto_size,
     )

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from producer.keys import check_spend_budget
 from shared.catalog import Catalog, ValidatedRequest, load_catalog, validate_request
 from shared.db import jobs_repo
 from shared.db.tables import Job, utcnow
@@ -65,6 +66,7 @@ def enqueue_job(
         if existing is not None:
             return Enqueued(job=existing, created=False)
     job = _new_job(request, validated, owner=owner, now=now or utcnow())
+    check_spend_budget(session=session, job=job)  # 402 if the key's spend budget cannot cover it
     jobs_repo.insert_job(session=session, job=job)
     try:
         session.commit()

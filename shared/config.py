@@ -79,14 +79,24 @@ class WebhookSettings(BaseModel):
     """Signed deliveries to a job's ``callback_url``."""
 
     secret: SecretStr
+    #: set while rotating ``secret``: deliveries carry a signature with each
+    previous_secret: SecretStr | None = None
     timeout_s: float = Field(default=15.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
-    #: waits before attempt 2, 3, …; at most 300 s each (longer waits belong to the sweeper)
-    retry_delays_s: list[float] = Field(default_factory=lambda: [5.0, 30.0, 120.0, 300.0])
+    #: waits before attempt 2, 3, … (Standard Webhooks' example: ~10 attempts over ~3 days), ±``jitter``;
+    #: waits up to 300 s are Celery countdowns, longer ones are rows the sweeper sends when due
+    retry_delays_s: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0]
+    )
+    jitter: float = Field(default=0.1, ge=0, le=0.5)
+    #: the longest ``Retry-After`` of a 429 we honour
+    max_retry_after_s: float = Field(default=86400.0, gt=0)
 
-    @field_validator("secret")
+    @field_validator("secret", "previous_secret")
     @classmethod
-    def _is_standard_webhooks_secret(cls, value: SecretStr) -> SecretStr:
+    def _is_standard_webhooks_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         raw = value.get_secret_value()
         try:
             key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
@@ -98,10 +108,23 @@ class WebhookSettings(BaseModel):
 
     @field_validator("retry_delays_s")
     @classmethod
-    def _short_waits_only(cls, value: list[float]) -> list[float]:
-        if any(not 0 <= delay <= 300 for delay in value):
-            raise ValueError("every retry delay must be within [0, 300] seconds")
+    def _non_negative(cls, value: list[float]) -> list[float]:
+        if any(delay < 0 for delay in value):
+            raise ValueError("retry delays must not be negative")
         return value
+
+
+class LimitSettings(BaseModel):
+    """Request body sizes, the per-process API-key cache, and the limits of bootstrap keys."""
+
+    #: JSON (and any other non-multipart) request bodies above this answer 413
+    max_json_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    #: multipart uploads (image edits) above this answer 413
+    max_multipart_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    #: how long a process caches a database key's look-up: a revoked key stops working within this time
+    key_cache_ttl_s: float = Field(default=10.0, ge=0, le=300)
+    #: requests per minute allowed to each ``IMAGEJOBS_API_KEYS`` key (unset: unlimited)
+    bootstrap_requests_per_minute: int | None = Field(default=None, ge=1)
 
 
 class ProviderSettings(BaseModel):
@@ -190,6 +213,9 @@ class Settings(BaseSettings):
     sync_timeout_s: float = Field(default=60.0, ge=0, le=600)
     emulator_url: str = "http://127.0.0.1:9100"
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    #: Flower's basic auth (``FLOWER_BASIC_AUTH`` is ``flower_basic_auth()``); the password has no default
+    flower_user: str = Field(default="admin", pattern=r"^[^:,\s]+$")
+    flower_password: SecretStr | None = None
 
     celery: CelerySettings = CelerySettings()
     sweeper: SweeperSettings = SweeperSettings()
@@ -201,6 +227,7 @@ class Settings(BaseSettings):
     ark: ArkSettings = ArkSettings()
     bfl: BflSettings = BflSettings()
     relay: RelaySettings = RelaySettings()
+    limits: LimitSettings = LimitSettings()
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -246,6 +273,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: base_url is required when credentials are set")
         self.public_base_url = self.public_base_url.rstrip("/")
         return self
+
+    @field_validator("flower_password")
+    @classmethod
+    def _flower_password_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and (len(value.get_secret_value()) < 8 or "," in value.get_secret_value()):
+            raise ValueError("must have at least 8 characters and no comma")
+        return value
+
+    def flower_basic_auth(self) -> str | None:
+        """``user:password`` for Flower's ``--basic-auth`` / ``FLOWER_BASIC_AUTH``; None without a password."""
+        if self.flower_password is None:
+            return None
+        return f"{self.flower_user}:{self.flower_password.get_secret_value()}"
 
     def provider_sections(self) -> dict[str, ProviderSettings]:
         return {

@@ -22,4 +22,6 @@ def signed_file_url(*, base_url: str, key: str, secret: str, ttl_s: int, now: fl
 def is_valid_file_signature(*, key: str, expires: int, signature: str, secret: str, now: float) -> bool:
     if expires < now:
         return False
-    return hmac.compare_digest(signature, _signature(key=key, expires=expires, secret=secret))
+    expected = _signature(key=key, expires=expires, secret=secret)
+    # bytes, not str: compare_digest refuses non-ASCII strings, and a caller controls ``signature``
+    return hmac.compare_digest(signature.encode(), expected.encode())

@@ -104,9 +104,16 @@ class ImageRequest(BaseModel):
     image_fidelity: float | None = None
     human_fidelity: float | None = None
     image_reference: str | None = None
+    #: Kling multi-image (``kling-multi-image``): the upstream model, a model parameter (not ``model_name``)
+    multi_model_name: str | None = None
     background: str | None = None
     output_format: str | None = None
     moderation: str | None = None
+    mask: str | None = None
+    input_fidelity: str | None = None
+    seed: int | None = None
+    guidance_scale: float | None = None
+    safety_tolerance: int | None = None
     async_: bool | None = Field(default=None, alias="async")
 
     def model_params(self) -> JsonObject:

@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from producer.http import files, openai_routes
+from producer.http import apimodels_routes, edits_routes, files, kling_routes, openai_routes, webhook_routes
+from producer.http.auth import Gate
 from producer.http.context import ApiContext
 from producer.http.errors import install_error_handlers
+from producer.http.limits import BodySizeLimit, RateLimiter, RateLimitExceededError, rate_limit_response
 from producer.http.waiter import JobWaiter
-from producer.keys import KeyRing
+from producer.keys import KeyDirectory, KeyRing, database_lookup
 from shared.catalog import load_catalog
 from shared.config import Settings, get_settings
 from shared.db.engine import make_engine
@@ -40,17 +42,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             waiter=waiter,
             egress=EgressPolicy.from_lists(hosts=settings.egress.allow_hosts, networks=settings.egress.allow_networks),
         )
+        limiter = RateLimiter(Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2))
+        app.state.gate = Gate(
+            keys=KeyDirectory(
+                bootstrap=app.state.context.keys,
+                lookup=database_lookup(engine),
+                bootstrap_requests_per_minute=settings.limits.bootstrap_requests_per_minute,
+                ttl_s=settings.limits.key_cache_ttl_s,
+            ),
+            limiter=limiter,
+        )
         await waiter.start()
         try:
             yield
         finally:
             await waiter.stop()
+            await limiter.close()
             engine.dispose()
 
     app = FastAPI(title="imagejobs", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_exception_handler(RateLimitExceededError, rate_limit_response)
+    app.add_middleware(
+        BodySizeLimit,
+        max_json_bytes=settings.limits.max_json_body_bytes,
+        max_multipart_bytes=settings.limits.max_multipart_body_bytes,
+    )
     app.include_router(openai_routes.router)
+    app.include_router(edits_routes.router)
+    app.include_router(kling_routes.router)
+    app.include_router(apimodels_routes.router)
     app.include_router(files.router)
+    app.include_router(webhook_routes.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

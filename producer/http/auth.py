@@ -1,23 +1,61 @@
-"""Bearer-token authentication: the dependency that turns a request into its owner (tenant) id."""
+"""Bearer-token authentication and the per-key rate limit: the dependency that turns a request into its tenant.
+
+``Owner`` (the tenant id, a ``str``) is what routes use; ``CurrentTenant`` gives the whole ``Tenant``. Both run
+the same dependency once per request, so a request is authenticated and counted against its key's rate limit
+once, whichever it asks for. See ``producer.keys`` for the key kinds and the cache (a revoked key stops working
+within ``IMAGEJOBS_LIMITS__KEY_CACHE_TTL_S``), ``producer.http.limits`` for the limiter.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
-from producer.http.context import ApiContext, api_context
 from producer.http.errors import ApiError
+from producer.http.limits import RateLimiter, RateLimitExceededError
+from producer.keys import KeyDirectory, Revoked, Tenant
 
 
-def require_owner(request: Request, context: Annotated[ApiContext, Depends(api_context)]) -> str:
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """What the dependency needs: the key directory and the limiter (``app.state.gate``, set in the lifespan)."""
+
+    keys: KeyDirectory
+    limiter: RateLimiter
+
+
+def bearer_token(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "Missing bearer token in the Authorization header.", code="missing_api_key")
-    owner = context.keys.owner_of(token.strip())
-    if owner is None:
+    return token.strip()
+
+
+async def require_tenant(request: Request) -> Tenant:
+    """The request's tenant; 401 for a missing, unknown or revoked key, 429 past the key's rate limit."""
+    token = bearer_token(request)
+    gate: Gate = request.app.state.gate
+    known, resolution = gate.keys.peek(token)
+    if not known:
+        resolution = await run_in_threadpool(gate.keys.resolve, token)
+    if isinstance(resolution, Revoked):
+        raise ApiError(401, "This API key has been revoked.", code="invalid_api_key")
+    if resolution is None:
         raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
-    return owner
+    per_minute = resolution.requests_per_minute
+    if per_minute is not None:
+        decision = await gate.limiter.acquire(resolution.owner, per_minute=per_minute)
+        if not decision.allowed:
+            raise RateLimitExceededError(per_minute=per_minute, retry_after_s=decision.retry_after_s)
+    return resolution
+
+
+async def require_owner(tenant: Annotated[Tenant, Depends(require_tenant)]) -> str:
+    return tenant.owner
 
 
 Owner = Annotated[str, Depends(require_owner)]
+CurrentTenant = Annotated[Tenant, Depends(require_tenant)]

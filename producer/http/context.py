@@ -11,7 +11,6 @@ from fastapi import Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from producer.enqueue import SubmitSender
 from producer.http.waiter import JobWaiter
 from producer.keys import KeyRing
 from shared.catalog import Catalog
@@ -19,6 +18,7 @@ from shared.config import Settings
 from shared.db import jobs_repo
 from shared.egress import EgressPolicy
 from shared.files import signed_file_url
+from shared.queue import TaskSender
 from shared.storage import LocalStorage
 from shared.views import JobView, job_view
 
@@ -28,7 +28,7 @@ class ApiContext:
     settings: Settings
     catalog: Catalog
     engine: Engine
-    sender: SubmitSender
+    sender: TaskSender
     keys: KeyRing
     storage: LocalStorage
     waiter: JobWaiter

@@ -1,13 +1,20 @@
-"""OpenAI-style error bodies ``{"error": {"message", "type", "param", "code"}}`` for every failure."""
+"""Error answers: every failure described once (``Failure``), rendered in the dialect of the route that failed.
+
+OpenAI-style ``{"error": {"message", "type", "param", "code"}}`` by default; the Kling-task and apimodels
+routers render their own envelopes through ``dialect_route``.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import InvalidRequestError, JobNotFoundError
@@ -17,6 +24,7 @@ log = logging.getLogger(__name__)
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "insufficient_quota",
     403: "permission_error",
     404: "not_found_error",
     413: "invalid_request_error",
@@ -53,36 +61,89 @@ def _validation_param(loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) if parts else None
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An error answer before a dialect renders it in its own envelope."""
+
+    status: int
+    message: str
+    param: str | None = None
+    code: str | None = None
+    headers: dict[str, str] | None = None
+
+
+#: renders a ``Failure`` in one API dialect's error envelope
+FailureRenderer = Callable[[Failure], JSONResponse]
+
+
+def describe_failure(exc: Exception) -> Failure:
+    """What any exception means to the caller: status, message, parameter, code (unknown ones are logged)."""
+    if isinstance(exc, ApiError):  # subclasses may carry headers (e.g. ``Retry-After``)
+        return Failure(exc.status, exc.message, exc.param, exc.code, getattr(exc, "headers", None))
+    if isinstance(exc, InvalidRequestError):
+        return Failure(400, exc.message, exc.param, exc.code)
+    if isinstance(exc, JobNotFoundError):
+        return Failure(404, f"No task found with id '{exc}'.", "task_id", "task_not_found")
+    if isinstance(exc, RequestValidationError):
+        return _validation_failure(exc)
+    if isinstance(exc, StarletteHTTPException):
+        return Failure(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    return Failure(500, "The server had an error while processing your request.", code="internal_error")
+
+
+def _validation_failure(exc: RequestValidationError) -> Failure:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    param = _validation_param(tuple(first.get("loc", ())))
+    if first.get("type") == "json_invalid":
+        return Failure(400, "The request body is not valid JSON.", code="invalid_json")
+    if first.get("type") == "extra_forbidden":
+        message = f"Unrecognized request argument supplied: {param}"
+    else:
+        message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}." if param else str(first.get("msg"))
+    return Failure(400, message, param, "invalid_parameter")
+
+
+def openai_error(failure: Failure) -> JSONResponse:
+    """The OpenAI error envelope (the default dialect)."""
+    return error_response(
+        failure.status, failure.message, param=failure.param, code=failure.code, headers=failure.headers
+    )
+
+
+def dialect_route(render: FailureRenderer) -> type[APIRoute]:
+    """A route class whose every failure (auth, body, validation, look-up, crash) answers in ``render``'s envelope.
+
+    Used as ``APIRouter(route_class=dialect_route(...))`` by the dialects that are not OpenAI's.
+    """
+
+    class DialectRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except Exception as exc:
+                    return render(describe_failure(exc))
+
+            return handle
+
+    return DialectRoute
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, param=exc.param, code=exc.code)
+    """OpenAI-style answers for every failure outside the routes of other dialects."""
 
-    @app.exception_handler(InvalidRequestError)
-    async def _invalid(_request: Request, exc: InvalidRequestError) -> JSONResponse:
-        return error_response(400, exc.message, param=exc.param, code=exc.code)
+    async def _handle(_request: Request, exc: Exception) -> JSONResponse:
+        return openai_error(describe_failure(exc))
 
-    @app.exception_handler(JobNotFoundError)
-    async def _not_found(_request: Request, exc: JobNotFoundError) -> JSONResponse:
-        return error_response(404, f"No task found with id '{exc}'.", param="task_id", code="task_not_found")
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        param = _validation_param(tuple(first.get("loc", ())))
-        if first.get("type") == "json_invalid":
-            return error_response(400, "The request body is not valid JSON.", code="invalid_json")
-        if first.get("type") == "extra_forbidden":
-            message = f"Unrecognized request argument supplied: {param}"
-        else:
-            message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}." if param else str(first.get("msg"))
-        return error_response(400, message, param=param, code="invalid_parameter")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
-        return error_response(500, "The server had an error while processing your request.", code="internal_error")
+    for kind in (
+        ApiError,
+        InvalidRequestError,
+        JobNotFoundError,
+        RequestValidationError,
+        StarletteHTTPException,
+        Exception,
+    ):
+        app.add_exception_handler(kind, _handle)

@@ -20,7 +20,7 @@ router = APIRouter(tags=["Files"])
 def download_file(
     key: str,
     expires: Annotated[int, Query()],
-    signature: Annotated[str, Query(min_length=1, max_length=128)],
+    signature: Annotated[str, Query(min_length=1, max_length=128, pattern=r"^[0-9a-f]+$")],
     context: Annotated[ApiContext, Depends(api_context)],
 ) -> FileResponse:
     secret = context.settings.signing_key.get_secret_value()

@@ -31,6 +31,14 @@ def edit(client: TestClient, headers: dict[str, str], files: Files, **fields: An
     return client.post(PATH, data=data, files=files, headers=headers)
 
 
+@pytest.fixture
+def dalle_served(client: TestClient) -> TestClient:
+    """The emulator as before DALL·E's retirement (2026-05-12): dall-e-2 served and the default."""
+    response = client.put("/_emulator/config", json={"openai": {"dalle_retired": False}})
+    assert response.status_code == 200
+    return client
+
+
 def test_gpt_edit_with_image_list_and_mask_returns_b64_png(
     client: TestClient, openai_headers: dict[str, str], decode_image: Decode
 ) -> None:
@@ -45,13 +53,64 @@ def test_gpt_edit_with_image_list_and_mask_returns_b64_png(
     assert body["quality"] == "medium" and body["size"] == "1024x1536"
 
 
-def test_single_image_field_and_default_model(
-    client: TestClient, openai_headers: dict[str, str], decode_image: Decode
+def test_single_image_field_and_default_model_before_retirement(
+    dalle_served: TestClient, openai_headers: dict[str, str], decode_image: Decode
 ) -> None:
-    response = edit(client, openai_headers, [png_file("image")], size="256x256")
+    response = edit(dalle_served, openai_headers, [png_file("image")], size="256x256")
     assert response.status_code == 200, response.text
     url = response.json()["data"][0]["url"]  # dall-e-2 by default: a URL
-    assert decode_image(client.get(url).content).size == (256, 256)
+    assert decode_image(dalle_served.get(url).content).size == (256, 256)
+
+
+def test_default_model_after_retirement_is_a_gpt_image_model(
+    client: TestClient, openai_headers: dict[str, str], decode_image: Decode
+) -> None:
+    response = edit(client, openai_headers, [png_file("image")], input_fidelity="high")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "usage" in body
+    assert decode_image(body["data"][0]["b64_json"]).size == (1024, 1024)
+
+
+def test_retired_dall_e_2_edit_is_404(client: TestClient, openai_headers: dict[str, str]) -> None:
+    response = edit(client, openai_headers, [png_file("image")], model="dall-e-2")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("first", "expected"),
+    [((96, 64), (1536, 1024)), ((64, 96), (1024, 1536)), ((64, 64), (1024, 1024))],
+    ids=["landscape", "portrait", "square"],
+)
+def test_auto_size_follows_the_first_image(
+    client: TestClient,
+    openai_headers: dict[str, str],
+    decode_image: Decode,
+    first: tuple[int, int],
+    expected: tuple[int, int],
+) -> None:
+    files = [png_file("image[]", first), png_file("image[]", (40, 40))]
+    body = edit(client, openai_headers, files, model="gpt-image-1", size="auto").json()
+    assert body["size"] == f"{expected[0]}x{expected[1]}"
+    assert decode_image(body["data"][0]["b64_json"]).size == expected
+
+
+def test_mask_applies_to_the_first_image(client: TestClient, openai_headers: dict[str, str]) -> None:
+    first, second = png_file("image[]", (64, 64)), png_file("image[]", (32, 48))
+    fits_first = edit(client, openai_headers, [first, second, png_file("mask", (64, 64))], model="gpt-image-1")
+    fits_second = edit(client, openai_headers, [first, second, png_file("mask", (32, 48))], model="gpt-image-1")
+    assert fits_first.status_code == 200, fits_first.text
+    assert fits_second.status_code == 400
+    assert fits_second.json()["error"]["param"] == "mask"
+    assert "does not match image size" in fits_second.json()["error"]["message"]
+
+
+def test_mask_must_be_png(client: TestClient, openai_headers: dict[str, str]) -> None:
+    jpeg_mask = ("mask", ("mask.jpg", picture((64, 64), "JPEG"), "image/jpeg"))
+    response = edit(client, openai_headers, [png_file("image"), jpeg_mask], model="gpt-image-1")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "mask"
 
 
 @pytest.mark.parametrize(
@@ -71,9 +130,9 @@ def test_single_image_field_and_default_model(
     ],
 )
 def test_invalid_edits_are_400_with_param(
-    client: TestClient, openai_headers: dict[str, str], files: Files, fields: dict[str, Any], param: str
+    dalle_served: TestClient, openai_headers: dict[str, str], files: Files, fields: dict[str, Any], param: str
 ) -> None:
-    response = edit(client, openai_headers, files, **fields)
+    response = edit(dalle_served, openai_headers, files, **fields)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
 
@@ -87,6 +146,7 @@ def test_edit_needs_multipart(client: TestClient, openai_headers: dict[str, str]
 def test_edit_markers_and_auth(client: TestClient, openai_headers: dict[str, str]) -> None:
     moderated = edit(client, openai_headers, [png_file("image")], model="gpt-image-1", prompt="x [moderated]")
     assert moderated.json()["error"]["code"] == "moderation_blocked"
+    assert moderated.json()["error"]["moderation_details"]["moderation_stage"] == "input"
     unauthorised = edit(client, {"Authorization": "Bearer nope"}, [png_file("image")])
     assert unauthorised.status_code == 401
     assert client.get("/_emulator/stats").json()["openai"] == {"requests": 2, "rejected": 2}

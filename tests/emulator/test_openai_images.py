@@ -22,6 +22,14 @@ def generate(client: TestClient, headers: dict[str, str], **body: Any) -> Any:
     return client.post(PATH, json={"prompt": "a blue whale", **body}, headers=headers)
 
 
+@pytest.fixture
+def dalle_served(client: TestClient) -> TestClient:
+    """The emulator as before DALL·E's retirement (2026-05-12): dall-e-2/3 served, dall-e-2 the default."""
+    response = client.put("/_emulator/config", json={"openai": {"dalle_retired": False}})
+    assert response.status_code == 200
+    return client
+
+
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-key", "emulator-openai-key"])
 def test_bad_or_missing_api_key_is_401_invalid_api_key(client: TestClient, authorization: str | None) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
@@ -91,8 +99,9 @@ def test_transparent_background(client: TestClient, openai_headers: dict[str, st
 
 
 def test_dall_e_is_the_default_and_answers_urls(
-    client: TestClient, openai_headers: dict[str, str], decode_image: Decode
+    dalle_served: TestClient, openai_headers: dict[str, str], decode_image: Decode
 ) -> None:
+    client = dalle_served
     response = generate(client, openai_headers, size="512x512", n=2)
     body = response.json()
     assert set(body) == {"created", "data"}
@@ -106,16 +115,49 @@ def test_dall_e_is_the_default_and_answers_urls(
 
 
 def test_dall_e_3_b64_json_with_revised_prompt(
-    client: TestClient, openai_headers: dict[str, str], decode_image: Decode
+    dalle_served: TestClient, openai_headers: dict[str, str], decode_image: Decode
 ) -> None:
-    body = generate(client, openai_headers, model="dall-e-3", size="1792x1024", response_format="b64_json").json()
+    body = generate(dalle_served, openai_headers, model="dall-e-3", size="1792x1024", response_format="b64_json").json()
     assert body["data"][0]["revised_prompt"] == "a blue whale"
     assert decode_image(body["data"][0]["b64_json"]).size == (1792, 1024)
 
 
-def test_gpt_only_parameter_switches_the_default_model(client: TestClient, openai_headers: dict[str, str]) -> None:
-    body = generate(client, openai_headers, output_format="png").json()
+def test_gpt_only_parameter_switches_the_default_model(
+    dalle_served: TestClient, openai_headers: dict[str, str]
+) -> None:
+    body = generate(dalle_served, openai_headers, output_format="png").json()
     assert "b64_json" in body["data"][0] and "usage" in body
+
+
+# -- DALL·E retired (the default) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["dall-e-3", "dall-e-2"])
+def test_retired_dall_e_is_404_model_not_found(client: TestClient, openai_headers: dict[str, str], model: str) -> None:
+    assert client.get("/_emulator/config").json()["openai"]["dalle_retired"] is True
+    response = generate(client, openai_headers, model=model)
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "model_not_found", None)
+    assert f"`{model}` has been deprecated" in error["message"]
+    assert client.get("/_emulator/stats").json()["openai"] == {"requests": 1, "rejected": 1}
+
+
+def test_without_model_a_gpt_image_model_answers_after_retirement(
+    client: TestClient, openai_headers: dict[str, str], decode_image: Decode
+) -> None:
+    response = generate(client, openai_headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "usage" in body and body["size"] == "1024x1024"
+    assert decode_image(body["data"][0]["b64_json"]).format == "PNG"
+
+
+def test_retirement_is_a_knob(client: TestClient, openai_headers: dict[str, str]) -> None:
+    client.put("/_emulator/config", json={"openai": {"dalle_retired": False}})
+    assert generate(client, openai_headers, model="dall-e-3").status_code == 200
+    client.put("/_emulator/config", json={"openai": {"dalle_retired": True}})
+    assert generate(client, openai_headers, model="dall-e-3").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -149,9 +191,9 @@ def test_gpt_only_parameter_switches_the_default_model(client: TestClient, opena
     ],
 )
 def test_invalid_parameters_are_400_with_param(
-    client: TestClient, openai_headers: dict[str, str], body: dict[str, Any], param: str
+    dalle_served: TestClient, openai_headers: dict[str, str], body: dict[str, Any], param: str
 ) -> None:
-    response = generate(client, openai_headers, **body)
+    response = generate(dalle_served, openai_headers, **body)
     assert response.status_code == 400, response.text
     assert response.json() == {
         "error": {
@@ -197,8 +239,44 @@ def test_markers_answer_openai_errors(
     if status >= 429:
         assert response.headers["x-should-retry"] == "false"
     if marker == "[429]":
-        assert response.headers["retry-after"] == "1"
+        assert (response.headers["retry-after"], response.headers["retry-after-ms"]) == ("1", "1000")
+        assert "gpt-image-1" in error["message"] and "images per minute" in error["message"]
     assert client.get("/_emulator/stats").json()["openai"] == {"requests": 1, "rejected": 1}
+
+
+def test_moderation_block_names_the_input_stage_and_categories(
+    client: TestClient, openai_headers: dict[str, str]
+) -> None:
+    response = generate(client, openai_headers, prompt="a whale [moderated]", model="gpt-image-1.5")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["moderation_details"]["moderation_stage"] == "input"
+    assert error["moderation_details"]["categories"]
+    assert error["message"].startswith("Your request was rejected by the safety system")
+
+
+def test_moderated_async_blocks_the_output_after_the_generation_time(
+    client: TestClient, openai_headers: dict[str, str]
+) -> None:
+    started = time.monotonic()
+    response = generate(client, openai_headers, prompt="a whale [moderated-async] [latency=0.2]", model="gpt-image-1")
+    assert time.monotonic() - started >= 0.2
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("image_generation_user_error", "moderation_blocked")
+    assert error["moderation_details"]["moderation_stage"] == "output"
+
+
+@pytest.mark.parametrize(("marker", "subject"), [("[moderated]", "Your prompt"), ("[moderated-async]", "Image desc")])
+def test_dall_e_safety_block_is_content_policy_violation(
+    dalle_served: TestClient, openai_headers: dict[str, str], marker: str, subject: str
+) -> None:
+    response = generate(dalle_served, openai_headers, prompt=f"a whale {marker}", model="dall-e-3")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "content_policy_violation")
+    assert "moderation_details" not in error
+    assert subject in error["message"]
 
 
 def test_garbage_marker_answers_200_html(client: TestClient, openai_headers: dict[str, str]) -> None:

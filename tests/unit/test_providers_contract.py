@@ -119,7 +119,7 @@ def test_submit_runs_to_success_with_png_images(
 ) -> None:
     images = _run_to_completion(adapter, contract.spec("a red fox in snow"))
 
-    assert len(images) == 2
+    assert len(images) == contract.images_expected
     for image in images:
         data = _image_bytes(image, emulator)
         assert data.startswith(PNG_MAGIC)

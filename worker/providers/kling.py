@@ -1,22 +1,37 @@
-"""Kling image generation (legacy ``/v1/images/generations``): async task, AK/SK → HS256 JWT.
+"""Kling image APIs (legacy ``/v1``): async tasks, AK/SK → HS256 JWT.
+
+The job's operation chooses the endpoint (``ENDPOINTS``): text2img / img2img → ``/v1/images/generations``,
+multi-img → ``/v1/images/multi-image2image``, expand → ``/v1/images/editing/expand``, try-on →
+``/v1/images/kolors-virtual-try-on``, omni → ``/v1/images/omni-image``. All five share the envelope, statuses
+and result location (omni series results: ``task_result.series_images``).
+
+Upstream ids: a Kling task is queried under the path of the endpoint that created it, so the id we hand back
+(the job's ``upstream_task_id``) names the endpoint: ``"<endpoint key>:<task_id>"``, e.g.
+``"omni-image:8623…"``. Generations tasks keep the bare task id (as before other endpoints existed, so ids of
+jobs already running stay valid): an id without a known ``<key>:`` prefix is a generations task id.
 
 Our job id is sent as ``external_task_id``, so a submit that may already have reached Kling is first
-looked up by that id instead of being repeated.
+looked up by that id (under the operation's endpoint) instead of being repeated.
+
+Input images go to Kling as it takes them: URLs as they are, data URIs as raw base64 (no ``data:`` prefix).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
 
 import httpx
 import jwt
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from shared.config import KlingSettings
 from shared.errors import (
     ContentPolicyError,
+    PermanentProviderError,
     ProviderAuthError,
     ProviderError,
     QuotaExceededError,
@@ -30,10 +45,113 @@ from worker.providers._http import json_body, make_client, map_transport_errors,
 from worker.providers.base import Accepted, JobSpec, PollResult, ResultImage, Submission, UpstreamState
 
 NAME = "kling"
-GENERATIONS_PATH = "/v1/images/generations"
 TOKEN_TTL_S = 1800
 TOKEN_REFRESH_MARGIN_S = 300
 _POLICY_WORDS = ("risk", "policy", "sensitive", "moderat", "security")
+#: job parameters (upstream names) holding input images that the adapter moves into the endpoint's own field
+_IMAGE_PARAMS = ("image", "image_urls", "images")
+
+
+def _raw_base64(image: str) -> str:
+    """Kling takes URLs or raw base64 without the ``data:`` prefix."""
+    if image.startswith("data:") and "," in image:
+        return image.split(",", 1)[1]
+    return image
+
+
+#: an input image as Kling takes it
+ImageRef = Annotated[str, AfterValidator(_raw_base64)]
+
+
+# -- request models -----------------------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    external_task_id: str
+
+
+class GenerationRequest(_Body):
+    """``POST /v1/images/generations``."""
+
+    model_name: str
+    prompt: str
+    negative_prompt: str | None = None
+    image: ImageRef | None = None
+    image_reference: str | None = None
+    image_fidelity: float | None = None
+    human_fidelity: float | None = None
+    resolution: str | None = None
+    n: int | None = None
+    aspect_ratio: str | None = None
+
+
+class SubjectImage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject_image: ImageRef
+
+
+class MultiImageRequest(_Body):
+    """``POST /v1/images/multi-image2image``."""
+
+    model_name: str
+    prompt: str | None = None
+    subject_image_list: list[SubjectImage]
+    scene_image: ImageRef | None = None
+    style_image: ImageRef | None = None
+    n: int | None = None
+    aspect_ratio: str | None = None
+
+
+class ExpandRequest(_Body):
+    """``POST /v1/images/editing/expand`` (the four ratios are required upstream; absent ones are 0)."""
+
+    image: ImageRef
+    up_expansion_ratio: float = 0.0
+    down_expansion_ratio: float = 0.0
+    left_expansion_ratio: float = 0.0
+    right_expansion_ratio: float = 0.0
+    prompt: str | None = None
+    n: int | None = None
+
+
+class TryOnRequest(_Body):
+    """``POST /v1/images/kolors-virtual-try-on``."""
+
+    model_name: str
+    human_image: ImageRef
+    cloth_image: ImageRef
+
+
+class OmniImage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: ImageRef
+
+
+class OmniElement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    element_id: int
+
+
+class OmniRequest(_Body):
+    """``POST /v1/images/omni-image``."""
+
+    model_name: str
+    prompt: str
+    image_list: list[OmniImage] | None = None
+    element_list: list[OmniElement] | None = None
+    resolution: str | None = None
+    result_type: str | None = None
+    n: int | None = None
+    series_amount: int | str | None = None
+    aspect_ratio: str | None = None
+
+
+# -- response models ----------------------------------------------------------------------------------------
 
 
 class KlingImage(BaseModel):
@@ -42,7 +160,13 @@ class KlingImage(BaseModel):
 
 
 class KlingTaskResult(BaseModel):
-    images: list[KlingImage] = []
+    images: list[KlingImage] | None = None
+    #: omni-image with ``result_type="series"``
+    series_images: list[KlingImage] | None = None
+
+    def delivered(self) -> list[KlingImage]:
+        """The result images by index (a series' ``series_images`` when present)."""
+        return sorted(self.series_images or self.images or [], key=lambda image: image.index)
 
 
 class KlingTask(BaseModel):
@@ -59,8 +183,114 @@ class KlingEnvelope(BaseModel):
     data: Any = None
 
 
+# -- endpoints ----------------------------------------------------------------------------------------------
+
+
+def _split_images(spec: JobSpec) -> tuple[dict[str, Any], list[str]]:
+    """The job's parameters without the loose input images (``image``, ``image_urls``, ``images``), and those."""
+    params = dict(spec.params)
+    images: list[str] = []
+    for name in _IMAGE_PARAMS:
+        value = params.pop(name, None)
+        if isinstance(value, str):
+            images.append(value)
+        elif isinstance(value, list):
+            images.extend(value)
+    return params, images
+
+
+def _generation(spec: JobSpec) -> dict[str, Any]:
+    params, images = _split_images(spec)
+    return {"model_name": spec.upstream_model, **params, "image": images[0] if images else None}
+
+
+def _multi_image(spec: JobSpec) -> dict[str, Any]:
+    params, images = _split_images(spec)
+    subjects = [*params.pop("subject_image_list", []), *({"subject_image": image} for image in images)]
+    return {"model_name": spec.upstream_model, **params, "subject_image_list": subjects}
+
+
+def _expand(spec: JobSpec) -> dict[str, Any]:
+    params, images = _split_images(spec)
+    return {**params, "image": images[0] if images else None}
+
+
+def _try_on(spec: JobSpec) -> dict[str, Any]:
+    return {"model_name": spec.upstream_model, **spec.params}
+
+
+def _omni(spec: JobSpec) -> dict[str, Any]:
+    params, images = _split_images(spec)
+    references = [*params.pop("image_list", []), *({"image": image} for image in images)]
+    return {"model_name": spec.upstream_model, **params, "image_list": references or None}
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One Kling task API: the key naming it in upstream ids, its path, and how a job becomes its body."""
+
+    key: str
+    path: str
+    request: type[_Body]
+    #: the job's parameters arranged in the endpoint's fields (``model_name`` from the job's upstream model,
+    #: unless a parameter maps onto it)
+    arrange: Callable[[JobSpec], dict[str, Any]]
+
+    def body(self, spec: JobSpec) -> dict[str, Any]:
+        """The request body; a parameter the endpoint does not take is refused, naming it."""
+        fields = {key: value for key, value in self.arrange(spec).items() if value is not None}
+        try:
+            request = self.request.model_validate({**fields, "external_task_id": spec.job_id})
+        except ValidationError as exc:
+            names = sorted({".".join(map(str, error["loc"])) for error in exc.errors()})
+            raise UpstreamRejectedError(
+                f"Kling {self.path} cannot take the job's parameters: {', '.join(names)}", provider=NAME
+            ) from None
+        return request.model_dump(exclude_none=True)
+
+
+GENERATIONS = Endpoint("generations", "/v1/images/generations", GenerationRequest, _generation)
+MULTI_IMAGE = Endpoint("multi-image2image", "/v1/images/multi-image2image", MultiImageRequest, _multi_image)
+EXPAND = Endpoint("expand", "/v1/images/editing/expand", ExpandRequest, _expand)
+TRY_ON = Endpoint("kolors-virtual-try-on", "/v1/images/kolors-virtual-try-on", TryOnRequest, _try_on)
+OMNI = Endpoint("omni-image", "/v1/images/omni-image", OmniRequest, _omni)
+
+#: catalog operation → endpoint
+ENDPOINTS: Final[Mapping[str, Endpoint]] = {
+    "text2img": GENERATIONS,
+    "img2img": GENERATIONS,
+    "multi-img": MULTI_IMAGE,
+    "expand": EXPAND,
+    "try-on": TRY_ON,
+    "omni": OMNI,
+}
+_BY_KEY: Final[Mapping[str, Endpoint]] = {endpoint.key: endpoint for endpoint in ENDPOINTS.values()}
+
+
+def encode_upstream_id(endpoint: Endpoint, task_id: str) -> str:
+    """``"<key>:<task_id>"``; generations tasks: the bare task id."""
+    return task_id if endpoint is GENERATIONS else f"{endpoint.key}:{task_id}"
+
+
+def decode_upstream_id(upstream_id: str) -> tuple[Endpoint, str]:
+    """The endpoint and Kling task id of an upstream id (an id without a known prefix is a generations task)."""
+    key, separator, task_id = upstream_id.partition(":")
+    endpoint = _BY_KEY.get(key) if separator and task_id else None
+    return (endpoint, task_id) if endpoint is not None else (GENERATIONS, upstream_id)
+
+
+def endpoint_for(operation: str) -> Endpoint:
+    endpoint = ENDPOINTS.get(operation)
+    if endpoint is None:
+        raise PermanentProviderError(f"Kling has no endpoint for operation {operation!r}", provider=NAME)
+    return endpoint
+
+
+# -- the adapter --------------------------------------------------------------------------------------------
+
+
 class KlingProvider:
-    """Kling text/image-to-image generation."""
+    """Kling image generation, multi-image, outpainting, virtual try-on and omni-image."""
 
     name = NAME
 
@@ -77,24 +307,24 @@ class KlingProvider:
         self._token_expires = 0.0
 
     def submit(self, spec: JobSpec) -> Submission:
-        if spec.attempt > 1 and (existing := self._find_by_external_id(spec.job_id)) is not None:
-            return Accepted(upstream_id=existing.task_id)
-        body: dict[str, Any] = {"model_name": spec.upstream_model, **spec.params, "external_task_id": spec.job_id}
-        if isinstance(image := body.get("image"), str):
-            body["image"] = _raw_base64(image)
-        envelope = self._request("POST", GENERATIONS_PATH, json=body)
-        return Accepted(upstream_id=parse_model(KlingTask, envelope.data, provider=NAME).task_id)
+        endpoint = endpoint_for(spec.operation)
+        if spec.attempt > 1 and (existing := self._find_by_external_id(endpoint, spec.job_id)) is not None:
+            return Accepted(upstream_id=encode_upstream_id(endpoint, existing.task_id))
+        envelope = self._request("POST", endpoint.path, json=endpoint.body(spec))
+        task = parse_model(KlingTask, envelope.data, provider=NAME)
+        return Accepted(upstream_id=encode_upstream_id(endpoint, task.task_id))
 
     def poll(self, upstream_id: str) -> PollResult:
-        envelope = self._request("GET", f"{GENERATIONS_PATH}/{upstream_id}")
+        endpoint, task_id = decode_upstream_id(upstream_id)
+        envelope = self._request("GET", f"{endpoint.path}/{task_id}")
         return _to_poll_result(parse_model(KlingTask, envelope.data, provider=NAME))
 
     def close(self) -> None:
         self._http.close()
 
-    def _find_by_external_id(self, job_id: str) -> KlingTask | None:
+    def _find_by_external_id(self, endpoint: Endpoint, job_id: str) -> KlingTask | None:
         try:
-            envelope = self._request("GET", f"{GENERATIONS_PATH}/{job_id}")
+            envelope = self._request("GET", f"{endpoint.path}/{job_id}")
         except UpstreamRejectedError:
             return None  # 404 / 1203: it never reached Kling
         return parse_model(KlingTask, envelope.data, provider=NAME)
@@ -119,18 +349,11 @@ class KlingProvider:
             return self._token
 
 
-def _raw_base64(image: str) -> str:
-    """Kling takes URLs or raw base64 without the ``data:`` prefix."""
-    if image.startswith("data:") and "," in image:
-        return image.split(",", 1)[1]
-    return image
-
-
 def _to_poll_result(task: KlingTask) -> PollResult:
     if task.task_status in ("submitted", "processing"):
         return PollResult(state=UpstreamState.PENDING)
     if task.task_status == "succeed":
-        images = sorted(task.task_result.images if task.task_result else [], key=lambda image: image.index)
+        images = task.task_result.delivered() if task.task_result else []
         if not images:
             error = UnexpectedResponseError("Kling reported success without images", provider=NAME)
             return PollResult(state=UpstreamState.FAILED, error=error)

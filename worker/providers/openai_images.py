@@ -1,16 +1,32 @@
-"""OpenAI Images (``POST /v1/images/generations``): synchronous; GPT image models answer ``b64_json``."""
+"""OpenAI Images: synchronous ``POST /v1/images/generations`` (JSON) and ``POST /v1/images/edits`` (multipart).
+
+A job with input images (``image``, ``image_url``, ``image_urls``, ``images``) is an edit: each image is
+read by the ``ImageLoader`` (URL, data URI or raw base64) and uploaded as a file — ``image`` for one,
+``image[]`` for several — with the optional ``mask`` (a PNG; applied to the first image upstream).
+Formats OpenAI does not take (GIF) are converted to PNG first.
+
+DALL·E was removed from the API on 2026-05-12. Jobs for ``dall-e-3`` / ``dall-e-2`` go to
+``settings.dalle_replacement`` (default ``gpt-image-1``) with DALL·E-only parameters mapped: quality
+``standard``/``hd`` → ``medium``/``high``; sizes ``1792x1024``/``1024x1792`` → ``1536x1024``/``1024x1536``,
+``256x256``/``512x512`` → ``1024x1024``; ``style`` dropped (GPT image models have none). The answer names
+the model that served (``Completed.served_model``). A replacement that is itself a DALL·E model (an
+upstream that still serves it) gets the parameters unchanged, with ``response_format=b64_json``.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+import io
+from typing import Any, Literal, TypeVar
 
 import httpx
-from pydantic import BaseModel
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.config import OpenAISettings
 from shared.errors import (
+    ConfigurationError,
     ContentPolicyError,
     ProviderAuthError,
     ProviderError,
@@ -20,12 +36,56 @@ from shared.errors import (
     UnexpectedResponseError,
     UpstreamRejectedError,
 )
-from worker.inputs import ImageLoader
+from shared.jobs import JsonObject
+from worker.inputs import ImageLoader, InputImage, InputImageError
 from worker.providers._http import json_body, make_client, map_transport_errors, parse_model, retry_after_s
 from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
 
 NAME = "openai"
+GENERATIONS_PATH = "/v1/images/generations"
+EDITS_PATH = "/v1/images/edits"
+#: the request fields that carry input images, in the order they are uploaded
+INPUT_FIELDS = ("image", "image_url", "image_urls", "images")
 _MODERATION_CODES = ("moderation_blocked", "content_policy_violation")
+_DALLE_QUALITY = {"standard": "medium", "hd": "high"}
+_DALLE_SIZE = {"1792x1024": "1536x1024", "1024x1792": "1024x1536", "256x256": "1024x1024", "512x512": "1024x1024"}
+_UPLOAD_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+Upload = tuple[str, tuple[str, bytes, str]]
+
+
+class _ImageParams(BaseModel):
+    """What generations and edits have in common (every field optional except model and prompt)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str
+    prompt: str
+    n: int | None = None
+    size: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    response_format: Literal["b64_json"] | None = None
+
+
+R = TypeVar("R", bound=_ImageParams)
+
+
+class GenerationRequest(_ImageParams):
+    """The JSON body of ``POST /v1/images/generations``."""
+
+    style: str | None = None
+    moderation: str | None = None
+
+
+class EditRequest(_ImageParams):
+    """The non-file form fields of ``POST /v1/images/edits`` (the images and the mask go as files)."""
+
+    input_fidelity: str | None = None
+
+    def form_fields(self) -> dict[str, str]:
+        return {key: str(value) for key, value in self.model_dump(exclude_none=True).items()}
 
 
 class OpenAIImage(BaseModel):
@@ -38,10 +98,17 @@ class ImagesResponse(BaseModel):
     data: list[OpenAIImage] = []
 
 
+class ModerationDetails(BaseModel):
+    moderation_stage: str | None = None
+    categories: list[str] = []
+
+
 class OpenAIError(BaseModel):
     message: str = ""
     type: str | None = None
+    param: str | None = None
     code: str | None = None
+    moderation_details: ModerationDetails | None = None
 
 
 class OpenAIErrorBody(BaseModel):
@@ -49,7 +116,7 @@ class OpenAIErrorBody(BaseModel):
 
 
 class OpenAIImagesProvider:
-    """GPT image and DALL·E generations."""
+    """GPT image generations and edits; DALL·E names served by the configured replacement."""
 
     name = NAME
 
@@ -60,26 +127,112 @@ class OpenAIImagesProvider:
         self._images = images
         self._http = http or make_client(base_url=settings.base_url, timeout_s=settings.timeout_s)
         self._auth = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+        self._dalle_replacement = settings.dalle_replacement
 
     def submit(self, spec: JobSpec) -> Submission:
-        body: dict[str, Any] = {"model": spec.upstream_model, **spec.params}
-        if not spec.upstream_model.startswith("dall-e"):
-            body.pop("response_format", None)  # GPT image models always answer base64
-        with map_transport_errors(NAME):
-            response = self._http.post("/v1/images/generations", json=body, headers=self._auth)
-        if response.status_code != 200:
-            raise _error_for(response)
+        params = dict(spec.params)
+        refs = _pop_input_refs(params)
+        mask = params.pop("mask", None)
+        model = self._serving_model(spec.upstream_model)
+        if _is_dalle(spec.upstream_model):
+            params = _dalle_params(params, served_by=model)
+        if refs:
+            response = self._edit(model, params, refs, mask)
+        elif mask is not None:
+            raise UpstreamRejectedError("OpenAI: 'mask' needs an input image to edit", provider=NAME)
+        else:
+            params.pop("input_fidelity", None)  # an edit parameter; nothing to match without input images
+            body = _request(GenerationRequest, model, params).model_dump(exclude_none=True)
+            response = self._post(GENERATIONS_PATH, json=body)
         parsed = parse_model(ImagesResponse, json_body(response, provider=NAME), provider=NAME)
         images = tuple(_to_result_image(image) for image in parsed.data)
         if not images:
             raise UnexpectedResponseError("OpenAI answered without images", provider=NAME)
-        return Completed(images=images)
+        return Completed(images=images, served_model=model if model != spec.upstream_model else None)
 
     def poll(self, upstream_id: str) -> PollResult:
         raise NotImplementedError(f"OpenAI Images is synchronous; nothing to poll for {upstream_id}")
 
     def close(self) -> None:
         self._http.close()
+
+    def _serving_model(self, upstream_model: str) -> str:
+        return self._dalle_replacement if _is_dalle(upstream_model) and self._dalle_replacement else upstream_model
+
+    def _edit(self, model: str, params: JsonObject, refs: list[str], mask: object) -> httpx.Response:
+        params.pop("moderation", None)  # not an edit parameter upstream (edits are moderated at `auto`)
+        request = _request(EditRequest, model, params)
+        if self._images is None:
+            raise ConfigurationError("the OpenAI adapter needs an ImageLoader for edits")
+        field = "image" if len(refs) == 1 else "image[]"
+        files = [_upload(self._images.load(ref), field, index) for index, ref in enumerate(refs)]
+        if isinstance(mask, str):
+            files.append(_upload(self._images.load(mask), "mask", 0, png_only=True))
+        return self._post(EDITS_PATH, data=request.form_fields(), files=files)
+
+    def _post(self, path: str, **content: Any) -> httpx.Response:
+        with map_transport_errors(NAME):
+            response = self._http.post(path, headers=self._auth, **content)
+        if response.status_code != 200:
+            raise _error_for(response)
+        return response
+
+
+def _is_dalle(model: str) -> bool:
+    return model.startswith("dall-e")
+
+
+def _pop_input_refs(params: JsonObject) -> list[str]:
+    """Every input image reference, in ``INPUT_FIELDS`` order (removed from ``params``)."""
+    refs: list[str] = []
+    for field in INPUT_FIELDS:
+        value = params.pop(field, None)
+        values = value if isinstance(value, list) else [value]
+        refs.extend(item for item in values if isinstance(item, str) and item)
+    return refs
+
+
+def _dalle_params(params: JsonObject, *, served_by: str) -> JsonObject:
+    """A DALL·E job's parameters for the model that serves it."""
+    if _is_dalle(served_by):
+        return {**params, "response_format": "b64_json"}  # bytes now, not a URL that expires in 60 min
+    mapped = {key: value for key, value in params.items() if key != "style"}
+    quality = mapped.get("quality", "standard")
+    mapped["quality"] = _DALLE_QUALITY.get(quality, quality) if isinstance(quality, str) else quality
+    size = mapped.get("size", "1024x1024")
+    mapped["size"] = _DALLE_SIZE.get(size, size) if isinstance(size, str) else size
+    return mapped
+
+
+def _request(model_type: type[R], model: str, params: JsonObject) -> R:
+    """The upstream request; a parameter it does not know is refused (naming it) rather than dropped."""
+    unknown = sorted(set(params) - set(model_type.model_fields))
+    if unknown:
+        raise UpstreamRejectedError(f"OpenAI does not take the parameter '{unknown[0]}' here", provider=NAME)
+    try:
+        return model_type.model_validate({**params, "model": model})
+    except ValidationError as exc:
+        param = ".".join(str(part) for part in exc.errors()[0]["loc"])
+        raise UpstreamRejectedError(f"OpenAI: invalid value for '{param}'", provider=NAME) from None
+
+
+def _upload(image: InputImage, field: str, index: int, *, png_only: bool = False) -> Upload:
+    """One multipart file: PNG, JPEG and WebP as given (a mask only as PNG); anything else converted to PNG."""
+    data, mime = image.data, image.mime_type
+    if mime != "image/png" and (png_only or mime not in _UPLOAD_EXTENSIONS):
+        data, mime = _to_png(data), "image/png"
+    stem = field.removesuffix("[]")
+    return field, (f"{stem}-{index}.{_UPLOAD_EXTENSIONS[mime]}", data, mime)
+
+
+def _to_png(data: bytes) -> bytes:
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            buffer = io.BytesIO()
+            picture.convert("RGBA").save(buffer, "PNG")
+            return buffer.getvalue()
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise InputImageError("an input image could not be converted to PNG", provider="input") from None
 
 
 def _to_result_image(image: OpenAIImage) -> ResultImage:
@@ -94,20 +247,32 @@ def _to_result_image(image: OpenAIImage) -> ResultImage:
 
 
 def _error_for(response: httpx.Response) -> ProviderError:
+    """OpenAI's statuses and error codes (reference §1.6) mapped onto our error tree."""
     status = response.status_code
     try:
         error = OpenAIErrorBody.model_validate(response.json()).error
     except ValueError:
         error = OpenAIError(message=response.text[:200])
-    message = f"OpenAI {status}: {error.message}"
+    message = _describe(status, error)
     if status in (401, 403):
         return ProviderAuthError(message, provider=NAME)
     if status == 429 and error.code == "insufficient_quota":
         return QuotaExceededError(message, provider=NAME)
     if status == 429:
         return RateLimitedError(message, provider=NAME, retry_after_s=retry_after_s(response))
-    if status >= 500 or status == 408:
+    if status >= 500 or status in (408, 409):
         return TransientProviderError(message, provider=NAME)
     if error.code in _MODERATION_CODES:
         return ContentPolicyError(message, provider=NAME)
     return UpstreamRejectedError(message, provider=NAME)
+
+
+def _describe(status: int, error: OpenAIError) -> str:
+    """``OpenAI <status>: <message>`` plus what else the error names (code, param, moderation details)."""
+    notes = [f"code: {error.code or error.type}"] if error.code or error.type else []
+    if error.param:
+        notes.append(f"param: {error.param}")
+    if (details := error.moderation_details) is not None:
+        notes.append(f"moderation stage: {details.moderation_stage or 'unknown'}")
+        notes.append(f"categories: {', '.join(details.categories) or 'unspecified'}")
+    return f"OpenAI {status}: {error.message}" + (f" ({'; '.join(notes)})" if notes else "")

@@ -67,8 +67,9 @@ def small_png_base64(size: int = 320) -> str:
 class Contract:
     """How to build one adapter and a valid job for it (through the catalog, as the producer would).
 
-    ``request`` must ask for 2 square images (the suite checks both); ``build(emulator, good_credentials)``
-    returns the adapter; ``provider`` is the emulator's stats/config key and the registry name.
+    ``request`` must ask for ``images_expected`` (2) square images (the suite checks each);
+    ``build(emulator, good_credentials)`` returns the adapter; ``provider`` is the emulator's stats/config key
+    and the registry name.
     """
 
     provider: str
@@ -78,6 +79,8 @@ class Contract:
     refused_params: dict[str, Any] = field(default_factory=lambda: {"n": 99})
     #: async upstreams report these markers as a FAILED poll instead of a submit error
     async_markers: tuple[str, ...] = ()
+    #: how many images ``request`` yields (upstreams that make one image per task, e.g. BFL, ask for 1)
+    images_expected: int = 2
 
     def spec(self, prompt: str, *, attempt: int = 1, job_id: str | None = None, **params: Any) -> JobSpec:
         validated = validate_request(
