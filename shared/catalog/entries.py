@@ -32,6 +32,8 @@ class ParamRule(_Strict):
     choices: tuple[str, ...] | None = None
     default: str | int | float | None = None
     upstream: str | Literal[False] | None = None
+    #: string values accepted besides the type's (e.g. ``"auto"`` for an integer)
+    also: tuple[str, ...] = ()
 
     def upstream_name(self, name: str) -> str | None:
         if self.upstream is False:
@@ -92,6 +94,8 @@ class Variant(_Strict):
 
     upstream_model: str
     prices: dict[str, Price]
+    #: rules replacing the model's for this variant (e.g. a narrower ``choices``)
+    params: dict[str, ParamRule] = Field(default_factory=dict)
 
 
 class ModelEntry(_Strict):

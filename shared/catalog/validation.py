@@ -48,13 +48,14 @@ def validate_request(request: ImageRequest, *, catalog: Catalog) -> ValidatedReq
             code="model_not_found",
         )
     variant_name, upstream_model = _resolve_variant(entry, request.model_name)
+    rules = entry.params if variant_name is None else {**entry.params, **entry.variants[variant_name].params}
     params = request.model_params()
     for name, value in params.items():
-        rule = entry.params.get(name)
+        rule = rules.get(name)
         if rule is None:
             raise InvalidRequestError(f"The parameter '{name}' is not supported by model '{entry.name}'.", param=name)
         _check_value(name, value, rule)
-    for name, rule in entry.params.items():
+    for name, rule in rules.items():
         if name in params:
             continue
         if rule.required:
@@ -68,7 +69,7 @@ def validate_request(request: ImageRequest, *, catalog: Catalog) -> ValidatedReq
     upstream_params = {
         upstream: value
         for name, value in params.items()
-        if (upstream := entry.params[name].upstream_name(name)) is not None
+        if (upstream := rules[name].upstream_name(name)) is not None
     }
     count = params.get("n", 1)
     return ValidatedRequest(
@@ -110,6 +111,9 @@ def _resolve_variant(entry: ModelEntry, model_name: str | None) -> tuple[str | N
 def _check_value(name: str, value: Any, rule: ParamRule) -> None:  # noqa: C901 - one branch per rule kind
     def fail(why: str) -> InvalidRequestError:
         return InvalidRequestError(f"Invalid value for '{name}': {why}.", param=name)
+
+    if isinstance(value, str) and value in rule.also:
+        return
 
     if rule.type == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
         raise fail("expected an integer")

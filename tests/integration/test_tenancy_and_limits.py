@@ -224,7 +224,7 @@ def test_a_submit_that_would_pass_the_spend_budget_answers_402_and_writes_nothin
     # Then it answers 402 and neither a job row nor a broker message is added
     assert second.status_code == 402, second.text
     if path == GENERATIONS:
-        error = assert_openai_error(second, status=402, code="insufficient_quota", error_type="invalid_request_error")
+        error = assert_openai_error(second, status=402, code="insufficient_quota", error_type="insufficient_quota")
         assert error["param"] is None
         assert "spend budget of 0.2" in error["message"]
     assert api.rows.count(Job) == 1

@@ -23,6 +23,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from producer.enqueue import enqueue_job
 from producer.keys import owner_id
 from shared.catalog import load_catalog
+from shared.egress import EgressPolicy
 from shared.jobs import ImageRequest
 from shared.queue import TaskSender, make_celery
 from tests.conftest import make_settings
@@ -41,6 +42,8 @@ from tests.support import API_KEY, tenant_webhook_secret
 pytestmark = pytest.mark.integration
 
 KLING_EVENTS = ["queued", "submitting", "running", "succeeded"]
+#: the test's webhook receiver listens on loopback, which the SSRF guard refuses unless allow-listed
+LOOPBACK_RECEIVERS = EgressPolicy.from_lists(hosts=[], networks=["127.0.0.0/8"])
 OPENAI_EVENTS = ["queued", "submitting", "succeeded"]
 
 
@@ -65,7 +68,11 @@ class Pipeline:
     def enqueue(self, body: dict[str, Any], *, api_key: str = API_KEY) -> str:
         with Session(self.rows.engine, expire_on_commit=False) as session:
             enqueued = enqueue_job(
-                ImageRequest.model_validate(body), session=session, owner=owner_id(api_key), sender=self.sender
+                ImageRequest.model_validate(body),
+                session=session,
+                owner=owner_id(api_key),
+                sender=self.sender,
+                egress=LOOPBACK_RECEIVERS,
             )
         assert enqueued.created
         return enqueued.job.id
