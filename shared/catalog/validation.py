@@ -67,9 +67,7 @@ def validate_request(request: ImageRequest, *, catalog: Catalog) -> ValidatedReq
     operation = _choose_operation(entry, params)
     price = _price_for(entry, variant_name, operation, params)
     upstream_params = {
-        upstream: value
-        for name, value in params.items()
-        if (upstream := rules[name].upstream_name(name)) is not None
+        upstream: value for name, value in params.items() if (upstream := rules[name].upstream_name(name)) is not None
     }
     count = params.get("n", 1)
     return ValidatedRequest(
