@@ -77,6 +77,8 @@ class HttpImageLoader:
                 return bytes(body)
         except EgressRefusedError as exc:
             raise InputImageError(f"input image URL refused: {exc}", provider="input") from None
+        except httpx.InvalidURL as exc:
+            raise InputImageError(f"input image URL is not valid: {exc}", provider="input") from None
         except httpx.HTTPError as exc:
             raise TransientProviderError(
                 f"input image download failed: {type(exc).__name__}", provider="input"

@@ -182,7 +182,23 @@ def kling_omni_references(params: JsonObject) -> None:
         )
 
 
+_WXH = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+
+
+def size_wxh(params: JsonObject) -> None:
+    """``size`` as OpenAI clients send it: ``WIDTHxHEIGHT`` (or ``auto``); the adapter maps it upstream."""
+    size = params.get("size")
+    if size is None or size == "auto":
+        return
+    match = _WXH.match(str(size))
+    if match is None or not all(64 <= int(side) <= 8192 for side in match.groups()):
+        raise InvalidRequestError(
+            f"Invalid value for 'size': '{size}' is not WIDTHxHEIGHT (each side 64–8192) or auto.", param="size"
+        )
+
+
 CHECKS: dict[str, Check] = {
+    "size_wxh": size_wxh,
     "expansion_area": expansion_area,
     "kling_endpoint_fields": kling_endpoint_fields,
     "kling_image_lists": kling_image_lists,

@@ -18,6 +18,7 @@ Input images go to Kling as it takes them: URLs as they are, data URIs as raw ba
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -199,13 +200,38 @@ def _split_images(spec: JobSpec) -> tuple[dict[str, Any], list[str]]:
     return params, images
 
 
+#: Kling's aspect ratios as width / height, for mapping an OpenAI-style ``size``
+_ASPECT_RATIOS = {
+    "16:9": 16 / 9,
+    "9:16": 9 / 16,
+    "1:1": 1.0,
+    "4:3": 4 / 3,
+    "3:4": 3 / 4,
+    "3:2": 1.5,
+    "2:3": 2 / 3,
+    "21:9": 7 / 3,
+}
+
+
+def _apply_size(params: dict[str, Any]) -> dict[str, Any]:
+    """``size`` (``WxH``, checked by the catalog) → the nearest Kling ``aspect_ratio``, unless one was given."""
+    size = params.pop("size", None)
+    if isinstance(size, str) and "x" in size and "aspect_ratio" not in params:
+        width, height = (int(side) for side in size.split("x", 1))
+        target = math.log(width / height)
+        params["aspect_ratio"] = min(_ASPECT_RATIOS, key=lambda ratio: abs(math.log(_ASPECT_RATIOS[ratio]) - target))
+    return params
+
+
 def _generation(spec: JobSpec) -> dict[str, Any]:
     params, images = _split_images(spec)
+    params = _apply_size(params)
     return {"model_name": spec.upstream_model, **params, "image": images[0] if images else None}
 
 
 def _multi_image(spec: JobSpec) -> dict[str, Any]:
     params, images = _split_images(spec)
+    params = _apply_size(params)
     subjects = [*params.pop("subject_image_list", []), *({"subject_image": image} for image in images)]
     return {"model_name": spec.upstream_model, **params, "subject_image_list": subjects}
 
@@ -221,6 +247,7 @@ def _try_on(spec: JobSpec) -> dict[str, Any]:
 
 def _omni(spec: JobSpec) -> dict[str, Any]:
     params, images = _split_images(spec)
+    params = _apply_size(params)
     references = [*params.pop("image_list", []), *({"image": image} for image in images)]
     return {"model_name": spec.upstream_model, **params, "image_list": references or None}
 
