@@ -154,3 +154,17 @@ def test_default_schedule_applies_jitter_within_its_bounds() -> None:
     assert all(delay is not None and 270.0 <= delay <= 330.0 for delay in delays)
     assert len({round(delay or 0, 3) for delay in delays}) > 100
     assert next_retry_delay(3, [5.0, 300.0], jitter=0.1) is None
+
+
+def test_the_payload_stays_thin_even_with_many_images(harness: Harness) -> None:
+    job_id = harness.enqueue(OPENAI_REQUEST, callback_url=CALLBACK, n=10)
+    harness.openai.submissions.append(completed(10))
+    submit_job(job_id, rt=harness.rt)
+    [(delivery_id, _)] = harness.sender.webhooks
+    seen = _answer_with(harness, httpx.Response(200))
+
+    deliver_webhook(delivery_id, rt=harness.rt)
+
+    [request] = seen
+    assert len(request.content) < 20 * 1024
+    assert request.content.count(b"/v1/files/") == 10
