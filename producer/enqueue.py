@@ -24,7 +24,8 @@ from shared.db import jobs_repo
 from shared.db.tables import Job, utcnow
 from shared.egress import EgressPolicy, refusal_reason
 from shared.errors import InvalidRequestError
-from shared.jobs import ImageRequest
+from shared.jobs import ImageRequest, Priority
+from shared.queue import Route
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ RESPONSE_FORMATS = ("url", "b64_json")
 
 
 class SubmitSender(Protocol):
-    def submit(self, job_id: str, *, countdown_s: float = 0) -> None: ...
+    def submit(self, job_id: str, *, route: Route, countdown_s: float = 0) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,7 @@ def enqueue_job(
             raise
         return Enqueued(job=existing, created=False)
     try:
-        sender.submit(job.id)
+        sender.submit(job.id, route=Route(provider=job.provider, priority=Priority(job.priority)))
     except (KombuError, RedisError, OSError):
         log.warning("job %s committed but its submit task was not published; the sweeper will re-send it", job.id)
     return Enqueued(job=job, created=True)
@@ -144,6 +145,7 @@ def _new_job(request: ImageRequest, validated: ValidatedRequest, *, owner: str, 
         upstream_params=validated.upstream_params,
         image_count=validated.image_count,
         response_format=request.response_format or "url",
+        priority=(request.priority or Priority.NORMAL).value,
         callback_url=request.callback_url,
         external_task_id=request.external_task_id,
         price_per=validated.price.per,

@@ -11,6 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 JsonObject = dict[str, Any]
 
 
+class Priority(StrEnum):
+    """The order of a job's messages within its provider's queues."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
 class JobStatus(StrEnum):
     #: row written by the producer; the submit task is sent (or about to be)
     QUEUED = "queued"
@@ -114,6 +122,8 @@ class ImageRequest(BaseModel):
     seed: int | None = None
     guidance_scale: float | None = None
     safety_tolerance: int | None = None
+    #: low | normal | high: the order within the provider's queues
+    priority: Priority | None = None
     async_: bool | None = Field(default=None, alias="async")
 
     def model_params(self) -> JsonObject:
@@ -123,5 +133,5 @@ class ImageRequest(BaseModel):
 
 #: fields about how *we* handle the job, valid for every model and never sent upstream
 GATEWAY_FIELDS: Final[frozenset[str]] = frozenset(
-    {"model", "response_format", "user", "callback_url", "external_task_id", "async_", "model_name"}
+    {"model", "response_format", "user", "callback_url", "external_task_id", "async_", "model_name", "priority"}
 )

@@ -5,6 +5,7 @@ The producer sends tasks by name and never imports worker code. Task messages ca
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
@@ -12,10 +13,31 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.config import Settings
+from shared.jobs import Priority
 
 #: Redis pub/sub channel on which workers announce job ids that reached a terminal state
 JOB_DONE_CHANNEL: Final = "imagejobs:job-done"
 MAX_COUNTDOWN_S: Final = 300.0
+
+
+#: every upstream provider gets its own submit and poll queue, so a hanging upstream only holds its own work
+PROVIDER_NAMES: Final[tuple[str, ...]] = ("kling", "openai", "gemini", "ark", "bfl", "relay")
+
+
+#: Redis transport priorities: 0 is served first (kombu keeps one list per step and reads them in order)
+PRIORITY_LEVELS: Final[dict[Priority, int]] = {Priority.HIGH: 0, Priority.NORMAL: 3, Priority.LOW: 6}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a job's submit and poll messages go: its provider's queues, at its priority."""
+
+    provider: str
+    priority: Priority = Priority.NORMAL
+
+    def queue(self, task: TaskName) -> str:
+        base = TASK_QUEUES[task].value
+        return f"{base}.{self.provider}" if task in (TaskName.SUBMIT_JOB, TaskName.POLL_JOB) else base
 
 
 class TaskName(StrEnum):
@@ -45,6 +67,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     timings = settings.celery
     transport = {
         "visibility_timeout": timings.visibility_timeout_s,
+        "queue_order_strategy": "priority",
+        "priority_steps": sorted(PRIORITY_LEVELS.values()),
         "health_check_interval": 25,
         "socket_keepalive": True,
         "socket_connect_timeout": 5,
@@ -73,9 +97,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": timings.task_events,
         "task_send_sent_event": timings.task_events,
-        "task_queues": [Queue(name.value, Exchange(name.value), routing_key=name.value) for name in QueueName],
-        "task_default_queue": QueueName.SUBMIT.value,
-        "task_routes": {task.value: {"queue": queue.value} for task, queue in TASK_QUEUES.items()},
+        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in all_queue_names()],
+        "task_default_queue": QueueName.MAINTENANCE.value,
+        # submit and poll messages name their provider's queue when sent (``Route``); the rest route by name
+        "task_routes": {
+            task.value: {"queue": queue.value}
+            for task, queue in TASK_QUEUES.items()
+            if task not in (TaskName.SUBMIT_JOB, TaskName.POLL_JOB)
+        },
         "beat_schedule": {
             "sweep": {
                 "task": TaskName.SWEEP.value,
@@ -84,6 +113,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             }
         },
     }
+
+
+def all_queue_names() -> list[str]:
+    """The webhook and maintenance queues, plus a submit and a poll queue per provider."""
+    per_provider = [
+        f"{queue.value}.{provider}" for queue in (QueueName.SUBMIT, QueueName.POLL) for provider in PROVIDER_NAMES
+    ]
+    return [*per_provider, QueueName.WEBHOOKS.value, QueueName.MAINTENANCE.value]
 
 
 def make_celery(settings: Settings, *, main: str = "imagejobs") -> Celery:
@@ -99,17 +136,19 @@ class TaskSender:
     def __init__(self, celery: Celery) -> None:
         self._celery = celery
 
-    def submit(self, job_id: str, *, countdown_s: float = 0) -> None:
-        self._send(TaskName.SUBMIT_JOB, (job_id,), countdown_s)
+    def submit(self, job_id: str, *, route: Route, countdown_s: float = 0) -> None:
+        self._send(TaskName.SUBMIT_JOB, (job_id,), countdown_s, route=route)
 
-    def poll(self, job_id: str, poll_count: int, *, countdown_s: float) -> None:
-        self._send(TaskName.POLL_JOB, (job_id, poll_count), countdown_s)
+    def poll(self, job_id: str, poll_count: int, *, route: Route, countdown_s: float) -> None:
+        self._send(TaskName.POLL_JOB, (job_id, poll_count), countdown_s, route=route)
 
     def webhook(self, delivery_id: int, *, countdown_s: float = 0) -> None:
-        self._send(TaskName.DELIVER_WEBHOOK, (delivery_id,), countdown_s)
+        self._send(TaskName.DELIVER_WEBHOOK, (delivery_id,), countdown_s, route=None)
 
-    def _send(self, name: TaskName, args: tuple[str | int, ...], countdown_s: float) -> None:
+    def _send(self, name: TaskName, args: tuple[str | int, ...], countdown_s: float, *, route: Route | None) -> None:
         if countdown_s > MAX_COUNTDOWN_S:
             raise ValueError(f"countdown {countdown_s}s exceeds {MAX_COUNTDOWN_S}s; long waits belong to the sweeper")
         countdown = countdown_s if countdown_s > 0 else None
-        self._celery.send_task(name.value, args=args, queue=TASK_QUEUES[name].value, countdown=countdown)
+        queue = route.queue(name) if route is not None else TASK_QUEUES[name].value
+        priority = PRIORITY_LEVELS[route.priority] if route is not None else PRIORITY_LEVELS[Priority.NORMAL]
+        self._celery.send_task(name.value, args=args, queue=queue, countdown=countdown, priority=priority)

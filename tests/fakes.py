@@ -15,6 +15,7 @@ from shared.config import Settings
 from shared.db.engine import make_engine
 from shared.db.tables import utcnow
 from shared.errors import ProviderError
+from shared.queue import Route
 from shared.storage import LocalStorage
 from worker.providers.base import Accepted, Completed, JobSpec, PollResult, ResultImage, Submission, UpstreamState
 from worker.runtime import Runtime
@@ -77,12 +78,16 @@ class RecordingSender:
     submits: list[tuple[str, float]] = field(default_factory=list)
     polls: list[tuple[str, int, float]] = field(default_factory=list)
     webhooks: list[tuple[int, float]] = field(default_factory=list)
+    #: the route of every submit and poll, in order
+    routes: list[Route] = field(default_factory=list)
 
-    def submit(self, job_id: str, *, countdown_s: float = 0) -> None:
+    def submit(self, job_id: str, *, route: Route, countdown_s: float = 0) -> None:
         self.submits.append((job_id, countdown_s))
+        self.routes.append(route)
 
-    def poll(self, job_id: str, poll_count: int, *, countdown_s: float) -> None:
+    def poll(self, job_id: str, poll_count: int, *, route: Route, countdown_s: float) -> None:
         self.polls.append((job_id, poll_count, countdown_s))
+        self.routes.append(route)
 
     def webhook(self, delivery_id: int, *, countdown_s: float = 0) -> None:
         self.webhooks.append((delivery_id, countdown_s))

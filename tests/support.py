@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -126,8 +127,6 @@ def celery_worker_command(concurrency: int = 8) -> list[str]:
         "threads",
         "--concurrency",
         str(concurrency),
-        "--queues",
-        "submit,poll,webhooks,maintenance",
         "--loglevel",
         "INFO",
         "--without-gossip",
@@ -154,3 +153,17 @@ def api_command(port: int) -> list[str]:
 
 def emulator_command(port: int) -> list[str]:
     return python_command("-m", "emulator", "--host", "127.0.0.1", "--port", str(port))
+
+
+def queue_keys(redis: Any, queue: str) -> list[bytes]:
+    """The Redis lists holding ``queue``'s messages: one per provider (``submit.kling``) and priority step
+    (kombu names them ``<queue>`` and ``<queue>\\x06\\x16<step>``)."""
+    return [key for key in redis.scan_iter(match=f"{queue}*") if redis.type(key) == b"list"]
+
+
+def queued_count(redis: Any, queue: str) -> int:
+    return sum(int(redis.llen(key)) for key in queue_keys(redis, queue))
+
+
+def queued_raw(redis: Any, queue: str) -> list[bytes]:
+    return [raw for key in queue_keys(redis, queue) for raw in redis.lrange(key, 0, -1)]

@@ -24,7 +24,8 @@ from shared.errors import (
     RateLimitedError,
     TransientProviderError,
 )
-from shared.jobs import TERMINAL, JobStatus
+from shared.jobs import TERMINAL, JobStatus, Priority
+from shared.queue import Route
 from worker.polling import clamp_to_deadline, next_poll_delay
 from worker.providers.base import Accepted, Completed, JobSpec, PollResult, ResultImage, UpstreamState
 from worker.results import store_results
@@ -91,7 +92,7 @@ def _submit_claimed(job: Job, spec: JobSpec, *, rt: Runtime) -> None:
     try:
         submission = provider.submit(spec)
     except TransientProviderError as exc:
-        _hand_back_for_retry(job.id, attempt=spec.attempt, error=exc, rt=rt)
+        _hand_back_for_retry(job, attempt=spec.attempt, error=exc, rt=rt)
         return
     except PermanentProviderError as exc:
         fail_job(job.id, from_=JobStatus.SUBMITTING, code=exc.code, message=exc.message, rt=rt)
@@ -121,10 +122,11 @@ def _start_polling(job: Job, accepted: Accepted, *, attempt: int, rt: Runtime) -
             lease_until=None,
         )
     if won:
-        rt.sender.poll(job.id, 0, countdown_s=delay)
+        rt.sender.poll(job.id, 0, route=route_of(job), countdown_s=delay)
 
 
-def _hand_back_for_retry(job_id: str, *, attempt: int, error: TransientProviderError, rt: Runtime) -> None:
+def _hand_back_for_retry(job: Job, *, attempt: int, error: TransientProviderError, rt: Runtime) -> None:
+    job_id = job.id
     if attempt >= rt.settings.sweeper.max_submit_attempts:
         fail_job(job_id, from_=JobStatus.SUBMITTING, code=error.code, message=error.message, rt=rt)
         return
@@ -144,7 +146,7 @@ def _hand_back_for_retry(job_id: str, *, attempt: int, error: TransientProviderE
         )
     if won:
         log.info("job %s submit retry in %.1fs after %s", job_id, delay, error.code)
-        rt.sender.submit(job_id, countdown_s=delay)
+        rt.sender.submit(job_id, route=route_of(job), countdown_s=delay)
 
 
 def _retry_delay(attempt: int, error: TransientProviderError) -> float:
@@ -210,7 +212,12 @@ def _schedule_next_poll(job: Job, poll_count: int, *, minimum_s: float, rt: Runt
             next_poll_at=now + timedelta(seconds=delay),
         )
     if won:
-        rt.sender.poll(job.id, poll_count + 1, countdown_s=delay)
+        rt.sender.poll(job.id, poll_count + 1, route=route_of(job), countdown_s=delay)
+
+
+def route_of(job: Job) -> Route:
+    """The queues (the job's provider) and priority its messages go to."""
+    return Route(provider=job.provider, priority=Priority(job.priority))
 
 
 def _policy_of(job: Job) -> PollingPolicy:

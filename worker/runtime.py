@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from shared.config import Settings
 from shared.db.tables import utcnow
+from shared.queue import Route
 from shared.storage import LocalStorage
 from worker.providers.base import ImageProvider
 
@@ -21,9 +22,9 @@ from worker.providers.base import ImageProvider
 class Sender(Protocol):
     """Sends id-only task messages (``shared.queue.TaskSender`` in production)."""
 
-    def submit(self, job_id: str, *, countdown_s: float = 0) -> None: ...
+    def submit(self, job_id: str, *, route: Route, countdown_s: float = 0) -> None: ...
 
-    def poll(self, job_id: str, poll_count: int, *, countdown_s: float) -> None: ...
+    def poll(self, job_id: str, poll_count: int, *, route: Route, countdown_s: float) -> None: ...
 
     def webhook(self, delivery_id: int, *, countdown_s: float = 0) -> None: ...
 

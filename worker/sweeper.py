@@ -15,7 +15,7 @@ from shared.db import jobs_repo
 from shared.db.tables import Job
 from shared.errors import ErrorCode
 from shared.jobs import JobStatus
-from worker.pipeline import fail_job
+from worker.pipeline import fail_job, route_of
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _resend_submits(status: JobStatus, rt: Runtime) -> int:
         with rt.session() as session, session.begin():
             won = jobs_repo.touch_dispatch(session=session, job_id=job.id, status=status, not_since=not_since, now=now)
         if won:
-            rt.sender.submit(job.id)
+            rt.sender.submit(job.id, route=route_of(job))
             resent += 1
     return resent
 
@@ -103,7 +103,7 @@ def _restart_overdue_polls(rt: Runtime) -> int:
         with rt.session() as session, session.begin():
             won = jobs_repo.touch_poll(session=session, job_id=job.id, poll_count=job.poll_count, next_poll_at=now)
         if won:
-            rt.sender.poll(job.id, job.poll_count, countdown_s=0)
+            rt.sender.poll(job.id, job.poll_count, route=route_of(job), countdown_s=0)
             restarted += 1
     return restarted
 

@@ -75,6 +75,10 @@ class Job(SQLModel, table=True):
     currency: str = Field(max_length=16)
     polling_policy: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     upstream_task_id: str | None = Field(default=None, max_length=128)
+    #: low | normal | high: the order within the provider's queues
+    priority: str = Field(default="normal", max_length=8)
+    #: the upstream credential (channel) that took the job, when a provider has several
+    channel: str | None = Field(default=None, max_length=64)
     submit_attempts: int = 0
     poll_count: int = 0
     error_code: str | None = Field(default=None, max_length=64)

@@ -33,7 +33,7 @@ from shared.queue import QueueName
 from shared.storage import LocalStorage, image_key
 from tests.conftest import make_settings
 from tests.integration.harness import Rows
-from tests.support import API_KEY, OTHER_API_KEY
+from tests.support import API_KEY, OTHER_API_KEY, queued_count
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ class Api:
     storage: LocalStorage
 
     def submit_queue_length(self) -> int:
-        return int(self.redis.llen(QueueName.SUBMIT.value))
+        return queued_count(self.redis, QueueName.SUBMIT.value)
 
     def assert_nothing_written(self) -> None:
         assert self.rows.count(Job) == 0

@@ -21,7 +21,7 @@ from shared.db.tables import Job, JobEvent
 from shared.queue import QueueName
 from tests.conftest import make_settings
 from tests.integration.harness import Rows, decode_kombu_message
-from tests.support import API_KEY, OTHER_API_KEY
+from tests.support import API_KEY, OTHER_API_KEY, queued_count, queued_raw
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +40,10 @@ class Api:
     rows: Rows
 
     def queue_lengths(self) -> dict[str, int]:
-        return {queue.value: int(self.redis.llen(queue.value)) for queue in QueueName}
+        return {queue.value: queued_count(self.redis, queue.value) for queue in QueueName}
 
     def submit_messages(self) -> list[bytes]:
-        raw = self.redis.lrange(QueueName.SUBMIT.value, 0, -1)
+        raw = queued_raw(self.redis, QueueName.SUBMIT.value)
         return [message if isinstance(message, bytes) else message.encode() for message in raw]
 
 

@@ -30,7 +30,7 @@ from shared.db.tables import Job
 from shared.queue import QueueName
 from tests.conftest import make_settings
 from tests.integration.harness import Rows
-from tests.support import API_KEY, OTHER_API_KEY
+from tests.support import API_KEY, OTHER_API_KEY, queued_count
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ class Api:
         return key
 
     def submit_count(self) -> int:
-        return int(self.redis.llen(QueueName.SUBMIT.value))
+        return queued_count(self.redis, QueueName.SUBMIT.value)
 
     def paths(self) -> dict[str, set[str]]:
         """Every documented path and its methods, as the app serves them now."""

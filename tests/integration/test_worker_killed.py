@@ -24,7 +24,7 @@ from shared.jobs import TERMINAL, ImageRequest
 from shared.queue import QueueName, TaskSender, make_celery
 from tests.conftest import make_settings
 from tests.integration.harness import Emulator, ProcessesFactory, Rows
-from tests.support import API_KEY, wait_until
+from tests.support import API_KEY, queued_count, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def test_jobs_survive_a_worker_killed_mid_poll(
     def all_running_and_held_by_the_worker() -> bool:
         jobs = rows.jobs(job_ids)
         running = all(job.status == "running" and job.next_poll_at is not None for job in jobs)
-        queued_messages = redis.llen(QueueName.POLL.value) + redis.llen(QueueName.SUBMIT.value)
+        queued_messages = queued_count(redis, QueueName.POLL.value) + queued_count(redis, QueueName.SUBMIT.value)
         return len(jobs) == JOBS and running and queued_messages == 0
 
     try:

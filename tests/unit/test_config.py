@@ -16,7 +16,8 @@ from shared.config import (
     load_settings,
 )
 from shared.errors import ConfigurationError
-from shared.queue import MAX_COUNTDOWN_S, QueueName, TaskName, TaskSender, celery_config
+from shared.jobs import Priority
+from shared.queue import MAX_COUNTDOWN_S, PROVIDER_NAMES, QueueName, Route, TaskName, TaskSender, celery_config
 from tests.conftest import make_settings
 from tests.support import API_KEY, OTHER_API_KEY, SIGNING_KEY, WEBHOOK_SECRET
 
@@ -290,13 +291,16 @@ def test_celery_config_default_timings_are_ordered() -> None:
 def test_celery_config_routes_every_task_to_its_queue(settings: Settings) -> None:
     config = celery_config(settings)
 
-    assert {queue.name for queue in config["task_queues"]} == {queue.value for queue in QueueName}
+    assert {queue.name for queue in config["task_queues"]} == {
+        *(f"{queue}.{provider}" for queue in ("submit", "poll") for provider in PROVIDER_NAMES),
+        QueueName.WEBHOOKS.value,
+        QueueName.MAINTENANCE.value,
+    }
     assert config["task_routes"] == {
-        "imagejobs.submit_job": {"queue": "submit"},
-        "imagejobs.poll_job": {"queue": "poll"},
         "imagejobs.deliver_webhook": {"queue": "webhooks"},
         "imagejobs.sweep": {"queue": "maintenance"},
     }
+    assert config["broker_transport_options"]["queue_order_strategy"] == "priority"
     assert config["beat_schedule"]["sweep"]["task"] == TaskName.SWEEP.value
     assert config["beat_schedule"]["sweep"]["schedule"] == settings.sweeper.interval_s
 
@@ -324,20 +328,32 @@ def sender(celery: _RecordingCelery) -> TaskSender:
     return TaskSender(celery)  # type: ignore[arg-type]
 
 
-def test_task_sender_sends_ids_only_to_the_right_queue(celery: _RecordingCelery, sender: TaskSender) -> None:
-    sender.submit("job-1")
-    sender.poll("job-1", 3, countdown_s=4.5)
+KLING = Route(provider="kling")
+
+
+def test_task_sender_sends_ids_only_to_the_providers_queue_at_the_jobs_priority(
+    celery: _RecordingCelery, sender: TaskSender
+) -> None:
+    sender.submit("job-1", route=KLING)
+    sender.poll("job-1", 3, route=Route(provider="gemini", priority=Priority.HIGH), countdown_s=4.5)
     sender.webhook(17, countdown_s=30)
 
     assert celery.sent == [
-        ("imagejobs.submit_job", {"args": ("job-1",), "queue": "submit", "countdown": None}),
-        ("imagejobs.poll_job", {"args": ("job-1", 3), "queue": "poll", "countdown": 4.5}),
-        ("imagejobs.deliver_webhook", {"args": (17,), "queue": "webhooks", "countdown": 30}),
+        ("imagejobs.submit_job", {"args": ("job-1",), "queue": "submit.kling", "countdown": None, "priority": 3}),
+        ("imagejobs.poll_job", {"args": ("job-1", 3), "queue": "poll.gemini", "countdown": 4.5, "priority": 0}),
+        ("imagejobs.deliver_webhook", {"args": (17,), "queue": "webhooks", "countdown": 30, "priority": 3}),
     ]
 
 
+def test_every_provider_queue_is_declared() -> None:
+    declared = {queue.name for queue in celery_config(make_settings())["task_queues"]}
+
+    assert {f"submit.{name}" for name in PROVIDER_NAMES} | {f"poll.{name}" for name in PROVIDER_NAMES} <= declared
+    assert set(PROVIDER_NAMES) == set(make_settings().provider_sections())
+
+
 def test_task_sender_accepts_a_countdown_of_exactly_300_s(celery: _RecordingCelery, sender: TaskSender) -> None:
-    sender.submit("job-1", countdown_s=300)
+    sender.submit("job-1", route=KLING, countdown_s=300)
 
     assert celery.sent[0][1]["countdown"] == 300
 
@@ -345,8 +361,8 @@ def test_task_sender_accepts_a_countdown_of_exactly_300_s(celery: _RecordingCele
 @pytest.mark.parametrize(
     "send",
     [
-        pytest.param(lambda s: s.submit("job-1", countdown_s=300.5), id="submit"),
-        pytest.param(lambda s: s.poll("job-1", 0, countdown_s=301), id="poll"),
+        pytest.param(lambda s: s.submit("job-1", route=KLING, countdown_s=300.5), id="submit"),
+        pytest.param(lambda s: s.poll("job-1", 0, route=KLING, countdown_s=301), id="poll"),
         pytest.param(lambda s: s.webhook(1, countdown_s=3600), id="webhook"),
     ],
 )
