@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request, Response
 
 from emulator.ark import ArkEmulator
 from emulator.bfl import RESULT_TTL_S, BflEmulator
+from emulator.callbacks import CallbackSender
 from emulator.gemini import GeminiEmulator
 from emulator.kling import PATH, KlingEmulator
 from emulator.knobs import Knobs, build_knobs_router
@@ -48,10 +49,12 @@ async def _wants_kling(request: Request, openai_key: str) -> bool:
 def create_app() -> FastAPI:
     """A fresh emulator with its own state; credentials come from the environment (see README)."""
     knobs = Knobs()
+    callbacks = CallbackSender(knobs)
     kling = KlingEmulator(
         knobs,
         access_key=os.environ.get("EMULATOR_KLING_ACCESS_KEY", DEFAULT_KLING_ACCESS_KEY),
         secret_key=os.environ.get("EMULATOR_KLING_SECRET_KEY", DEFAULT_KLING_SECRET_KEY),
+        callbacks=callbacks,
     )
     openai = OpenAIEmulator(knobs, api_key=os.environ.get("EMULATOR_OPENAI_API_KEY", DEFAULT_OPENAI_API_KEY))
     gemini = GeminiEmulator(knobs, api_key=os.environ.get("EMULATOR_GEMINI_API_KEY", DEFAULT_GEMINI_API_KEY))
@@ -60,11 +63,13 @@ def create_app() -> FastAPI:
         knobs,
         api_key=os.environ.get("EMULATOR_BFL_API_KEY", DEFAULT_BFL_API_KEY),
         result_ttl_s=float(os.environ.get("EMULATOR_BFL_RESULT_TTL_S", RESULT_TTL_S)),
+        callbacks=callbacks,
     )
     relay = RelayEmulator(knobs, api_key=os.environ.get("EMULATOR_RELAY_API_KEY", DEFAULT_RELAY_API_KEY))
 
     def reset() -> None:
         knobs.reset()
+        callbacks.clear()
         kling.reset()
         openai.reset()
         gemini.reset()
@@ -81,6 +86,8 @@ def create_app() -> FastAPI:
     app.state.knobs = knobs
     app.state.kling = kling
     app.state.openai = openai
+    app.state.bfl = bfl
+    app.state.callbacks = callbacks
     app.include_router(build_knobs_router(knobs, reset))
     app.include_router(kling.files_router())
     app.include_router(openai.files_router())

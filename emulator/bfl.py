@@ -5,7 +5,8 @@ Auth is the ``x-key`` header on both calls. ``polling_url`` is an absolute URL b
 ``{id, status, result, progress, details, preview}`` with the six status strings of the API. A ``Ready``
 task's ``result.sample`` is a signed, expiring URL (``se`` = expiry, ``sig`` = HMAC) under
 ``/_emulator/files/bfl/``, like BFL's ``delivery-*.bfl.ai`` links (10 minutes); an expired or tampered link
-answers 403 as the blob store does. Errors use FastAPI's ``{"detail": ...}`` (422: a list of items).
+answers 403 as the blob store does. Errors use FastAPI's ``{"detail": ...}`` (422: a list of items). A task
+submitted with ``webhook_url`` POSTs its end there (``bfl_callbacks``; knobs ``bfl.callbacks``).
 Sources: reference/upstream-apis.md §5.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from emulator import bfl_callbacks
 from emulator.bfl_params import ENDPOINTS, BflParamError, BflRequest, parse_submit
 from emulator.bfl_tasks import (
     ERROR,
@@ -38,6 +40,7 @@ from emulator.bfl_tasks import (
     Outcome,
     TooManyActiveTasksError,
 )
+from emulator.callbacks import CallbackSender
 from emulator.knobs import Knobs, sample_latency
 from emulator.markers import GARBAGE_HTML, Markers, parse_markers
 from emulator.render import ImageFormat, render_image
@@ -68,12 +71,15 @@ class BflEmulator:
         api_key: str,
         result_ttl_s: float = RESULT_TTL_S,
         clock: Callable[[], float] = time.time,
+        callbacks: CallbackSender | None = None,
     ) -> None:
         self.knobs = knobs
         self.api_key = api_key
         self.result_ttl_s = result_ttl_s
         self.clock = clock
         self.store = BflTaskStore()
+        #: sends the webhooks of tasks submitted with ``webhook_url`` (None: never sent)
+        self.callbacks = callbacks
         self._signing_key = secrets.token_bytes(32)
 
     def reset(self) -> None:
@@ -162,11 +168,25 @@ class BflEmulator:
         except TooManyActiveTasksError:
             limit = self.knobs.config.bfl.concurrency_limit
             return detail(429, f"Too many active tasks (limit {limit}); wait for running tasks to finish.")
+        self._schedule_webhook(request, body, task)
         polling_url = request.url_for(GET_RESULT_ROUTE).include_query_params(id=task.task_id)
         answer: dict[str, Any] = {"id": task.task_id, "polling_url": str(polling_url)}
         if endpoint.reports_cost:
             answer |= _cost(params)
         return JSONResponse(answer)
+
+    def _schedule_webhook(self, request: Request, body: dict[str, Any], task: BflTask) -> None:
+        url, secret = body.get("webhook_url"), body.get("webhook_secret")
+        if self.callbacks is None or not isinstance(url, str) or not url or not math.isfinite(task.ends_at):
+            return  # a hanging task never ends, so never calls back
+        bfl_callbacks.schedule_webhook(
+            self.callbacks,
+            task,
+            url=url,
+            secret=secret if isinstance(secret, str) else None,
+            result=self._result(request, task) if task.outcome == READY else None,
+            knobs=self.knobs.config.bfl.callbacks,
+        )
 
     def _front_door(self, markers: Markers) -> Response | None:
         """Faults decided at submit time: markers first, then the random rates."""

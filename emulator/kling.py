@@ -5,8 +5,8 @@ Five endpoints share one task store, envelope and lifecycle: ``/v1/images/genera
 ``/v1/images/omni-image``; a task is queried under the path that created it. Envelope
 ``{"code", "message", "request_id", "data"}`` with Kling's service codes; ms timestamps; ``task_status``
 ``submitted → processing → succeed | failed``. Result images are served by
-``GET /_emulator/files/kling/{task_id}/{index}.png``. Callbacks (``callback_url``) are accepted and
-stored but not sent: clients must poll.
+``GET /_emulator/files/kling/{task_id}/{index}.png``. A task created with ``callback_url`` POSTs itself there on
+every status change (``kling_callbacks``; knobs ``kling.callbacks``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +25,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from emulator import kling_expand, kling_multi_image, kling_omni, kling_try_on
+from emulator import kling_callbacks, kling_expand, kling_multi_image, kling_omni, kling_try_on
+from emulator.callbacks import CallbackSender
 from emulator.kling_auth import check_kling_auth
 from emulator.kling_params import KlingImageRequest, KlingParamError, parse_submit
 from emulator.kling_tasks import (
@@ -39,6 +42,9 @@ from emulator.markers import GARBAGE_HTML, Markers, parse_markers
 from emulator.render import render_png_cached
 
 PATH = "/v1/images/generations"
+#: ``[slow-ack=S]``: the task is created at once but the submit answer comes ``S`` seconds later (an ambiguous
+#: timeout for a client that gives up sooner: the task exists although the client never saw its id)
+SLOW_ACK = re.compile(r"\[slow-ack=(\d+(?:\.\d+)?)\]", re.I)
 MODERATION_MSG = "Failure to pass the risk control system"
 FAILURE_MSG = "Image generation failed due to an internal error, please try again later"
 
@@ -87,13 +93,23 @@ class KlingEmulator:
     """The Kling account: credentials, task store and route handlers."""
 
     def __init__(
-        self, knobs: Knobs, *, access_key: str, secret_key: str, clock: Callable[[], float] = time.time
+        self,
+        knobs: Knobs,
+        *,
+        access_key: str,
+        secret_key: str,
+        clock: Callable[[], float] = time.time,
+        callbacks: CallbackSender | None = None,
     ) -> None:
         self.knobs = knobs
         self.access_key = access_key
         self.secret_key = secret_key
         self.clock = clock
         self.store = TaskStore()
+        #: sends the callbacks of tasks created with ``callback_url`` (None: they are stored, never sent)
+        self.callbacks = callbacks
+        #: arrival times of the API requests of the last second (``kling_load.peak_requests_per_s``)
+        self._recent: deque[float] = deque()
         self.generations = Endpoint("generations", PATH, parse_submit)
         self.endpoints = (
             self.generations,
@@ -105,6 +121,7 @@ class KlingEmulator:
 
     def reset(self) -> None:
         self.store.clear()
+        self._recent.clear()
 
     def build_router(self, *, with_submit: bool = True) -> APIRouter:
         """The ``/v1`` API routes (``with_submit=False``: without ``POST /v1/images/generations``, whose root
@@ -127,6 +144,7 @@ class KlingEmulator:
     async def submit(self, request: Request, endpoint: Endpoint | None = None) -> Response:
         """Create a task (default: ``POST /v1/images/generations``, where the app's shared root path dispatches)."""
         self.knobs.stats.kling.submits += 1
+        self._note_request()
         return self._tally(await self._submit(request, endpoint or self.generations))
 
     def _submit_handler(self, endpoint: Endpoint) -> Handler:
@@ -138,6 +156,7 @@ class KlingEmulator:
     def _query_handler(self, endpoint: Endpoint) -> Handler:
         async def query(request: Request, task_id: str) -> Response:
             self.knobs.stats.kling.queries += 1
+            self._note_request()
             return self._tally(await self._query(request, task_id, endpoint))
 
         return query
@@ -145,6 +164,7 @@ class KlingEmulator:
     def _list_handler(self, endpoint: Endpoint) -> Handler:
         async def list_tasks(request: Request) -> Response:
             self.knobs.stats.kling.queries += 1
+            self._note_request()
             single = request.query_params.get("external_task_id") or request.query_params.get("task_id")
             if single:
                 return self._tally(await self._query(request, single, endpoint))
@@ -162,6 +182,15 @@ class KlingEmulator:
         return Response(png, media_type="image/png", headers={"cache-control": "public, max-age=2592000"})
 
     # -- internals ----------------------------------------------------------------------------------
+
+    def _note_request(self) -> None:
+        """The load an API request sees: image slots in flight, and requests within the last second."""
+        now, load = self.clock(), self.knobs.stats.kling_load
+        self._recent.append(now)
+        while self._recent[0] <= now - 1.0:
+            self._recent.popleft()
+        load.peak_requests_per_s = max(load.peak_requests_per_s, len(self._recent))
+        load.in_flight_slots = self.store.slots_in_use(now)
 
     def _tally(self, response: Response) -> Response:
         if response.status_code >= 300:
@@ -205,7 +234,21 @@ class KlingEmulator:
         except DuplicateExternalTaskIdError:
             return envelope(400, 1201, f"invalid parameter: external_task_id {params.external_task_id!r} exists")
         except ConcurrencyExceededError:
+            self.knobs.stats.kling_load.concurrency_rejected += 1
             return envelope(429, 1303, "parallel task over resource pack limit")
+        load = self.knobs.stats.kling_load
+        load.in_flight_slots = self.store.slots_in_use(now)
+        load.peak_in_flight_slots = max(load.peak_in_flight_slots, load.in_flight_slots)
+        if self.callbacks is not None:
+            base = str(request.base_url).rstrip("/")
+            kling_callbacks.schedule_callbacks(
+                self.callbacks,
+                task,
+                task_object=lambda created, at: self.task_object(created, base, at),
+                knobs=self.knobs.config.kling.callbacks,
+            )
+        if slow_ack := SLOW_ACK.search(params.scenario):
+            await asyncio.sleep(min(float(slow_ack.group(1)), 60.0))
         data = {
             "task_id": task.task_id,
             "task_status": "submitted",
@@ -279,7 +322,11 @@ class KlingEmulator:
         return {} if external is None else {"external_task_id": external}
 
     def _task_data(self, task: KlingTask, request: Request) -> dict[str, Any]:
-        status, updated_at = task.state_at(self.clock())
+        return self.task_object(task, str(request.base_url).rstrip("/"), self.clock())
+
+    def task_object(self, task: KlingTask, base: str, now: float) -> dict[str, Any]:
+        """The task as a query at unix time ``now`` answers it (result URLs under ``base``); callbacks send it too."""
+        status, updated_at = task.state_at(now)
         data: dict[str, Any] = {
             "task_id": task.task_id,
             "task_status": status,
@@ -290,7 +337,6 @@ class KlingEmulator:
         }
         if status != SUCCEED:
             return data | {"task_result": {}}
-        base = str(request.base_url).rstrip("/")
         images = [
             {"index": i, "url": f"{base}/_emulator/files/kling/{task.task_id}/{i}.png"} for i in range(task.request.n)
         ]

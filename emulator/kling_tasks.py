@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -43,6 +44,16 @@ class KlingTask:
         if elapsed >= submitted_for:
             return PROCESSING, self.created_at + submitted_for
         return SUBMITTED, self.created_at
+
+    def status_changes(self) -> list[float]:
+        """When the status changes (unix seconds): created, ``processing`` (if any), the end (never, if hanging)."""
+        submitted_for = min(_MAX_SUBMITTED_S, self.latency_s / 4)
+        changes = [self.created_at]
+        if self.latency_s > 0:
+            changes.append(self.created_at + submitted_for)
+            if math.isfinite(self.latency_s):
+                changes.append(self.ends_at)
+        return changes
 
 
 class DuplicateExternalTaskIdError(ValueError):

@@ -67,16 +67,30 @@ class ProviderKnobs(_Strict):
     error_rate: Rate = 0.0
 
 
+class CallbackKnobs(_Strict):
+    """Callbacks to a task's ``callback_url`` / ``webhook_url``: on or off, lost or doubled, late."""
+
+    enabled: bool = True
+    #: probability that one callback is never sent
+    drop_rate: Rate = 0.0
+    #: probability that one callback is sent twice
+    duplicate_rate: Rate = 0.0
+    #: how long after the status change a callback leaves
+    delay_s: Seconds = 0.0
+
+
 class KlingKnobs(ProviderKnobs):
     """Kling also has an account concurrency limit (``None``: unlimited); image tasks hold ``n`` slots."""
 
     concurrency_limit: Annotated[int, Field(ge=1)] | None = None
+    callbacks: CallbackKnobs = CallbackKnobs()
 
 
 class BflKnobs(ProviderKnobs):
     """BFL also has an account limit of in-flight tasks (24 by default; ``None``: unlimited)."""
 
     concurrency_limit: Annotated[int, Field(ge=1)] | None = 24
+    callbacks: CallbackKnobs = CallbackKnobs()
 
 
 class OpenAIKnobs(ProviderKnobs):
@@ -128,9 +142,31 @@ class KlingStats:
 
 
 @dataclass(slots=True)
+class LoadStats:
+    """Kling's account load as the upstream sees it: image slots in flight (at the last request, and the peak after
+    any submit), submits refused over the concurrency limit (1303), and the most API requests within 1 s."""
+
+    in_flight_slots: int = 0
+    peak_in_flight_slots: int = 0
+    concurrency_rejected: int = 0
+    peak_requests_per_s: int = 0
+
+
+@dataclass(slots=True)
 class OpenAIStats:
     requests: int = 0
     rejected: int = 0
+
+
+@dataclass(slots=True)
+class CallbackStats:
+    """Callbacks (both dialects): ``sent`` got a 2xx answer; ``failed`` did not (or never connected)."""
+
+    scheduled: int = 0
+    sent: int = 0
+    failed: int = 0
+    dropped: int = 0
+    duplicated: int = 0
 
 
 @dataclass(slots=True)
@@ -142,6 +178,8 @@ class Stats:
     ark: OpenAIStats = field(default_factory=OpenAIStats)
     bfl: KlingStats = field(default_factory=KlingStats)
     relay: OpenAIStats = field(default_factory=OpenAIStats)
+    callbacks: CallbackStats = field(default_factory=CallbackStats)
+    kling_load: LoadStats = field(default_factory=LoadStats)
 
 
 class Knobs:

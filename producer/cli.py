@@ -181,6 +181,8 @@ def run_local_stack() -> int:
     env.setdefault("IMAGEJOBS_EMULATOR_URL", emulator)
     # the quick start's webhook receiver demo runs on this machine: allow loopback callbacks here only
     env.setdefault("IMAGEJOBS_EGRESS__ALLOW_NETWORKS", '["127.0.0.0/8"]')
+    # the emulator can reach the API here, so async upstreams call back instead of being polled
+    env.setdefault("IMAGEJOBS_CALLBACKS__ENABLED", "true")
     env.setdefault("IMAGEJOBS_FLOWER_USER", "admin")
     env["FLOWER_BASIC_AUTH"] = f"{env['IMAGEJOBS_FLOWER_USER']}:{env['IMAGEJOBS_FLOWER_PASSWORD']}"
     honcho = subprocess.Popen([sys.executable, "-m", "honcho", "start", "-f", "Procfile"], env=env)

@@ -12,9 +12,9 @@ import binascii
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import ConfigurationError
@@ -34,6 +34,8 @@ class CelerySettings(BaseModel):
     worker_concurrency: int = Field(default=16, ge=1, le=512)
     eta_task_limit: int = Field(default=2000, ge=10)
     task_events: bool = True
+    #: a stopping worker gives running tasks this long before its cold shutdown restores what it holds
+    soft_shutdown_timeout_s: float = Field(default=20.0, ge=0, le=300)
 
     @model_validator(mode="after")
     def _limits_are_ordered(self) -> Self:
@@ -114,6 +116,24 @@ class WebhookSettings(BaseModel):
         return value
 
 
+class UpstreamCallbackSettings(BaseModel):
+    """Upstream callbacks as a fast path (Kling ``callback_url``, BFL ``webhook_url``) next to a sparse safety poll.
+
+    Off by default: the upstream must reach ``base_url`` (the emulator on this machine can; a real upstream needs a
+    public URL). A callback only makes a worker poll at once; the safety poll finishes a job whose callback is lost.
+    """
+
+    enabled: bool = False
+    #: where upstreams reach ``/internal/callbacks/…`` (default: ``public_base_url``)
+    base_url: str | None = None
+    #: which of the providers that support callbacks are given ours
+    providers: list[Literal["kling", "bfl"]] = ["kling", "bfl"]
+    #: a job expecting a callback is first polled after this long (or the catalog's first poll, if later) …
+    safety_first_poll_s: float = Field(default=30.0, gt=0, le=300)
+    #: … and then every this long (± the catalog's jitter)
+    safety_interval_s: float = Field(default=60.0, gt=0, le=300)
+
+
 class LimitSettings(BaseModel):
     """Request body sizes, the per-process API-key cache, and the limits of bootstrap keys."""
 
@@ -127,20 +147,95 @@ class LimitSettings(BaseModel):
     bootstrap_requests_per_minute: int | None = Field(default=None, ge=1)
 
 
+#: the channel of a provider section's own credentials (``channels`` adds more)
+DEFAULT_CHANNEL = "default"
+
+
+class ChannelSettings(BaseModel):
+    """One more credential of a provider (a channel). Unset fields fall back to the provider's section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    api_key: SecretStr | None = None
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    base_url: str | None = None
+    weight: float | None = Field(default=None, gt=0)
+    priority: int | None = Field(default=None, ge=0)
+    requests_per_second: float | None = Field(default=None, gt=0)
+    burst: float | None = Field(default=None, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)
+
+
+class UpstreamSettings(BaseModel):
+    """How failing channels cool down and jobs wait for upstream capacity (worker/channels.py, upstream_limits.py)."""
+
+    #: a failing channel rests base · 2^k seconds (k: its earlier failures in a row), at most ``cooldown_max_s``
+    cooldown_base_s: float = Field(default=5.0, gt=0)
+    cooldown_max_s: float = Field(default=300.0, gt=0, le=3600)
+    #: 5xx answers and timeouts in a row before a channel cools down (a 429 or refused credentials: at once)
+    failures_before_cooldown: int = Field(default=3, ge=1)
+    #: how long a job waits in its queue before asking again for a concurrency slot of a busy channel
+    slot_wait_s: float = Field(default=2.0, gt=0, le=60)
+    #: Redis key prefix of the limiter and the channels' health (apart from the broker's keys)
+    key_prefix: str = "imagejobs:upstream"
+
+
 class ProviderSettings(BaseModel):
     """One upstream: where it is, the key, how long to wait. Unset credentials → the local emulator."""
+
+    #: the fields a channel must set (Kling: its AK/SK pair)
+    credential_fields: ClassVar[tuple[str, ...]] = ("api_key",)
 
     base_url: str | None = None
     api_key: SecretStr | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     real_base_url: str = ""
+    #: the section's own credentials are the channel "default": its weight and priority (lower is tried first)
+    weight: float = Field(default=1.0, gt=0)
+    priority: int = Field(default=0, ge=0)
+    #: fleet-wide limits of each channel (a channel may set its own): upstream requests per second (None:
+    #: unlimited), how many may go out back to back, and upstream tasks in flight (None: unlimited)
+    requests_per_second: float | None = Field(default=None, gt=0)
+    burst: float = Field(default=1.0, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    #: more credentials: ``IMAGEJOBS_KLING__CHANNELS='[{"name": "kling-b", "access_key": "…", "secret_key": "…"}]'``
+    channels: list[ChannelSettings] = Field(default_factory=list)
 
     def has_credentials(self) -> bool:
         return self.api_key is not None
 
+    @model_validator(mode="after")
+    def _channels_are_usable(self) -> Self:
+        names = [channel.name for channel in self.channels]
+        if DEFAULT_CHANNEL in names or len(set(names)) != len(names):
+            raise ValueError(f"channel names must be unique and not {DEFAULT_CHANNEL!r}")
+        for channel in self.channels:
+            if missing := [name for name in self.credential_fields if getattr(channel, name) is None]:
+                raise ValueError(f"channel {channel.name!r} needs {', '.join(missing)}")
+        return self
+
+    def channel_names(self) -> list[str]:
+        """The usable channels: "default" (when the section has credentials) and the extra ones, in order."""
+        default = [DEFAULT_CHANNEL] if self.has_credentials() else []
+        return default + [channel.name for channel in self.channels]
+
+    def for_channel(self, name: str) -> Self:
+        """This section as channel ``name`` sees it: its credentials, base URL, weight, priority and limits."""
+        if name == DEFAULT_CHANNEL:
+            return self
+        [channel] = [channel for channel in self.channels if channel.name == name]
+        changes = {key: value for key, value in channel if key != "name" and value is not None}
+        if channel.base_url:
+            changes["base_url"] = channel.base_url.rstrip("/")
+        return self.model_copy(update={**changes, "channels": []})
+
 
 class KlingSettings(ProviderSettings):
     """Kling (AK/SK → HS256 JWT)."""
+
+    credential_fields: ClassVar[tuple[str, ...]] = ("access_key", "secret_key")
 
     access_key: SecretStr | None = None
     secret_key: SecretStr | None = None
@@ -178,6 +273,8 @@ class BflSettings(ProviderSettings):
 
     timeout_s: float = Field(default=30.0, gt=0)
     real_base_url: str = "https://api.bfl.ai"
+    #: BFL allows 24 active tasks per account
+    max_concurrent: int | None = Field(default=24, ge=1)
 
 
 class RelaySettings(ProviderSettings):
@@ -227,7 +324,9 @@ class Settings(BaseSettings):
     ark: ArkSettings = ArkSettings()
     bfl: BflSettings = BflSettings()
     relay: RelaySettings = RelaySettings()
+    upstream: UpstreamSettings = UpstreamSettings()
     limits: LimitSettings = LimitSettings()
+    callbacks: UpstreamCallbackSettings = UpstreamCallbackSettings()
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -261,7 +360,8 @@ class Settings(BaseSettings):
     def _unset_providers_use_the_emulator(self) -> Self:
         emulator = self.emulator_url.rstrip("/")
         for name, section in self.provider_sections().items():
-            if not section.has_credentials():
+            # a section with only extra channels has no "default" channel (and is not pointed at the emulator)
+            if not section.has_credentials() and not section.channels:
                 if isinstance(section, KlingSettings):
                     section.access_key = SecretStr(EMULATOR_KLING_ACCESS_KEY)
                     section.secret_key = SecretStr(EMULATOR_KLING_SECRET_KEY)

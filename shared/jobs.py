@@ -122,8 +122,8 @@ class ImageRequest(BaseModel):
     seed: int | None = None
     guidance_scale: float | None = None
     safety_tolerance: int | None = None
-    #: low | normal | high: the order within the provider's queues
-    priority: Priority | None = None
+    #: low | normal | high: the order within the provider's queues (the word, also in strict mode)
+    priority: Priority | None = Field(default=None, strict=False)
     async_: bool | None = Field(default=None, alias="async")
 
     def model_params(self) -> JsonObject:

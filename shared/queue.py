@@ -91,7 +91,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": timings.time_limit_s,
         "worker_prefetch_multiplier": 1,
         "worker_eta_task_limit": timings.eta_task_limit,
-        "worker_soft_shutdown_timeout": 20.0,
+        "worker_soft_shutdown_timeout": timings.soft_shutdown_timeout_s,
         "worker_enable_soft_shutdown_on_idle": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_hijack_root_logger": False,

@@ -41,6 +41,8 @@ class JobView(BaseModel):
     model_name: str | None
     upstream_model: str
     operation: str
+    #: low | normal | high: the order within the provider's queues
+    priority: str
     external_task_id: str | None
     created: int
     created_at: int
@@ -63,6 +65,7 @@ def job_view(job: Job, *, images: Sequence[JobImage], cost: CostEntry | None, si
         model_name=job.variant,
         upstream_model=job.upstream_model,
         operation=job.operation,
+        priority=job.priority,
         external_task_id=job.external_task_id,
         created=created,
         created_at=created,

@@ -19,14 +19,19 @@ from shared.egress import EgressPolicy, guarded_client
 from shared.logs import configure_logging
 from shared.queue import JOB_DONE_CHANNEL, TaskSender, make_celery
 from shared.storage import LocalStorage
+from worker import kombu_workarounds
+from worker.channels import ChannelHealth
 from worker.inputs import HttpImageLoader
-from worker.providers import build_providers
+from worker.latency import LatencyBook, RedisCompletions
+from worker.providers.registry import build_providers, split_default
 from worker.runtime import Runtime
+from worker.upstream_limits import UpstreamLimits
 
 log = logging.getLogger(__name__)
 
 settings = get_settings()
 configure_logging()
+kombu_workarounds.apply()  # the worker must survive a Redis restart (see the module)
 app: Celery = make_celery(settings, main="worker")
 app.conf.include = ["worker.tasks"]
 
@@ -48,10 +53,17 @@ def build_runtime() -> Runtime:
     input_http = guarded_client(
         egress, timeout=httpx.Timeout(30.0, connect=5.0), max_redirects=settings.egress.max_redirects
     )
+    providers, channels = split_default(
+        build_providers(settings, HttpImageLoader(input_http, max_bytes=settings.max_image_bytes))
+    )
     return Runtime(
         settings=settings,
         engine=make_engine(settings.database_url, pool_size=min(concurrency, 20)),
-        providers=build_providers(settings, HttpImageLoader(input_http, max_bytes=settings.max_image_bytes)),
+        providers=providers,
+        channels=channels,
+        limits=UpstreamLimits(redis, prefix=settings.upstream.key_prefix),
+        health=ChannelHealth(redis, settings=settings.upstream),
+        latency=LatencyBook(RedisCompletions.from_url(settings.redis_url)),
         storage=LocalStorage(settings.files_dir),
         sender=TaskSender(app),
         announce_done=announce_done,

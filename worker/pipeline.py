@@ -8,10 +8,13 @@ transition records cost, stores image rows, schedules the webhook and announces 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlmodel import Session, col
 
 from shared.catalog import PollingPolicy
@@ -26,48 +29,105 @@ from shared.errors import (
 )
 from shared.jobs import TERMINAL, JobStatus, Priority
 from shared.queue import Route
-from worker.polling import clamp_to_deadline, next_poll_delay
+from shared.upstream_callbacks import callback_url
+from worker import channels, safety_poll
+from worker.latency import Completion, latency_key
+from worker.polling import clamp_to_deadline, next_poll_delay, with_profile
 from worker.providers.base import Accepted, Completed, JobSpec, PollResult, ResultImage, UpstreamState
 from worker.results import store_results
 from worker.runtime import Runtime
+from worker.upstream_limits import Granted
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = {status: f"job.{status.value}" for status in TERMINAL}
-
 
 def submit_job(job_id: str, *, rt: Runtime) -> None:
-    """Claim a queued job (or one whose submitting worker vanished) and hand it to its upstream."""
+    """Claim a queued job (or one whose submitting worker vanished) and hand it to its upstream.
+
+    Upstream capacity comes first (``channels.admit``: a channel, a token and the job's slots there). A job that has
+    to wait goes back to its queue unclaimed, so waiting for capacity is never a submit attempt.
+    """
     now = rt.clock()
-    with rt.session() as session, session.begin():
+    with rt.session() as session:
         job = session.get(Job, job_id)
-        if job is None or not _claimable(job, now):
-            log.info("job %s submit skipped (status=%s)", job_id, job.status if job else "missing")
-            return
-        from_, attempt = JobStatus(job.status), job.submit_attempts + 1
-        if attempt > rt.settings.sweeper.max_submit_attempts:
-            claimed, spec = False, None
-        else:
-            claimed = jobs_repo.transition(
-                session=session,
-                job_id=job_id,
-                from_=from_,
-                to=JobStatus.SUBMITTING,
-                detail=f"attempt {attempt}",
-                when=col(Job.submit_attempts) == job.submit_attempts,
-                now=now,
-                submit_attempts=attempt,
-                lease_until=now + timedelta(seconds=rt.settings.sweeper.submit_lease_s),
-            )
-            spec = _spec_of(job, attempt)
-    if spec is None:
+    if job is None or not _claimable(job, now):
+        log.info("job %s submit skipped (status=%s)", job_id, job.status if job else "missing")
+        return
+    from_, attempt = JobStatus(job.status), job.submit_attempts + 1
+    if attempt > rt.settings.sweeper.max_submit_attempts:
         fail_job(
             job_id, from_=from_, code=ErrorCode.TOO_MANY_ATTEMPTS, message="gave up after repeated attempts", rt=rt
         )
         return
-    if not claimed:
+    admission = _admit(job, now=now, rt=rt)
+    if isinstance(admission, channels.Waiting):
+        _defer_submit(job, admission.wait_s, why=admission.why, rt=rt)
         return
-    _submit_claimed(job, spec, rt=rt)
+    if isinstance(admission, channels.Refusing):
+        fail_job(job_id, from_=from_, code=admission.code, message=admission.message, rt=rt)
+        return
+    if admission is None:
+        return  # Redis unreachable: the job stays queued and the sweeper sends it again
+    with rt.session() as session, session.begin():
+        claimed = jobs_repo.transition(
+            session=session,
+            job_id=job_id,
+            from_=from_,
+            to=JobStatus.SUBMITTING,
+            detail=f"attempt {attempt}",
+            when=col(Job.submit_attempts) == job.submit_attempts,
+            now=now,
+            submit_attempts=attempt,
+            lease_until=now + timedelta(seconds=rt.settings.sweeper.submit_lease_s),
+            channel=admission.channel,
+        )
+    if not claimed:
+        _after_lost_claim(job_id, admission.channel, rt=rt)
+        return
+    _submit_claimed(job, _spec_of(job, attempt, rt=rt), channel=admission.channel, rt=rt)
+
+
+def _admit(job: Job, *, now: datetime, rt: Runtime) -> channels.Admission | None:
+    try:
+        return channels.admit(job, settings=rt.settings, limits=rt.limits, health=rt.health, now=now)
+    except RedisError:
+        log.warning("job %s: upstream limits unavailable (Redis); left for the sweeper", job.id, exc_info=True)
+        return None
+
+
+def _defer_submit(job: Job, wait_s: float, *, why: str, rt: Runtime) -> None:
+    """Back to the queue for about ``wait_s`` (jittered, so waiting jobs do not all ask again at once).
+
+    ``dispatched_at`` moves to when the message is due: the sweeper leaves the job alone meanwhile, and a
+    duplicate message of a job deferred a moment ago (its ``dispatched_at`` already ahead) ends here.
+    """
+    delay = _jittered(wait_s)
+    now = rt.clock()
+    with rt.session() as session, session.begin():
+        won = jobs_repo.touch_dispatch(
+            session=session,
+            job_id=job.id,
+            status=JobStatus(job.status),
+            not_since=now + timedelta(seconds=delay / 2),
+            now=now + timedelta(seconds=delay),
+        )
+    if won:
+        log.debug("job %s waits %.2fs: %s", job.id, delay, why)
+        rt.sender.submit(job.id, route=route_of(job), countdown_s=delay)
+
+
+def _jittered(wait_s: float) -> float:
+    """``wait_s`` stretched by up to half (at least 0.1 s, at most a minute)."""
+    return min(max(wait_s, 0.1) * random.uniform(1.0, 1.5), channels.MAX_WAIT_S)
+
+
+def _after_lost_claim(job_id: str, channel: str, *, rt: Runtime) -> None:
+    """Another worker moved the job on: the slots taken stay only if the job still uses this channel."""
+    with rt.session() as session:
+        job = session.get(Job, job_id)
+    if job is not None and job.status not in TERMINAL and job.channel == channel:
+        return
+    _release_slots(job.provider if job is not None else "", channel, job_id, rt=rt)
 
 
 def _claimable(job: Job, now: datetime) -> bool:
@@ -76,7 +136,7 @@ def _claimable(job: Job, now: datetime) -> bool:
     return job.status == JobStatus.SUBMITTING and job.lease_until is not None and job.lease_until < now
 
 
-def _spec_of(job: Job, attempt: int) -> JobSpec:
+def _spec_of(job: Job, attempt: int, *, rt: Runtime) -> JobSpec:
     return JobSpec(
         job_id=job.id,
         upstream_model=job.upstream_model,
@@ -84,19 +144,20 @@ def _spec_of(job: Job, attempt: int) -> JobSpec:
         params=dict(job.upstream_params),
         image_count=job.image_count,
         attempt=attempt,
+        callback_url=callback_url(rt.settings, job.provider, job.id),
     )
 
 
-def _submit_claimed(job: Job, spec: JobSpec, *, rt: Runtime) -> None:
-    provider = rt.providers[job.provider]
+def _submit_claimed(job: Job, spec: JobSpec, *, channel: str, rt: Runtime) -> None:
+    provider = rt.adapter(job.provider, channel)
     try:
         submission = provider.submit(spec)
-    except TransientProviderError as exc:
-        _hand_back_for_retry(job, attempt=spec.attempt, error=exc, rt=rt)
+    except (TransientProviderError, PermanentProviderError) as exc:
+        _submit_failed(job, spec.attempt, exc, channel=channel, rt=rt)
         return
-    except PermanentProviderError as exc:
-        fail_job(job.id, from_=JobStatus.SUBMITTING, code=exc.code, message=exc.message, rt=rt)
-        return
+    if rt.health is not None:
+        with _tolerating_redis(job.id, "end the channel's failure streak"):
+            rt.health.succeeded(job.provider, channel)
     if isinstance(submission, Completed):
         finish_job(job.id, from_=JobStatus.SUBMITTING, provider=job.provider, images=submission.images, rt=rt,
                    served_model=submission.served_model)  # fmt: skip
@@ -106,7 +167,7 @@ def _submit_claimed(job: Job, spec: JobSpec, *, rt: Runtime) -> None:
 
 def _start_polling(job: Job, accepted: Accepted, *, attempt: int, rt: Runtime) -> None:
     now = rt.clock()
-    delay = clamp_to_deadline(next_poll_delay(0, _policy_of(job)), now=now, deadline=job.deadline_at)
+    delay = clamp_to_deadline(next_poll_delay(0, _policy_of(job, rt=rt)), now=now, deadline=job.deadline_at)
     with rt.session() as session, session.begin():
         won = jobs_repo.transition(
             session=session,
@@ -125,12 +186,46 @@ def _start_polling(job: Job, accepted: Accepted, *, attempt: int, rt: Runtime) -
         rt.sender.poll(job.id, 0, route=route_of(job), countdown_s=delay)
 
 
-def _hand_back_for_retry(job: Job, *, attempt: int, error: TransientProviderError, rt: Runtime) -> None:
+def _submit_failed(job: Job, attempt: int, error: ProviderError, *, channel: str, rt: Runtime) -> None:
+    """Count the failure against the channel if it is the channel's fault; then retry (on another channel when the
+    upstream surely has no task: failover) or fail.
+
+    A timeout after sending keeps the job on its channel (pinned) with its slots: the task may exist there.
+    """
+    fault = channels.fault_of(error, provider=job.provider)
+    pinned = fault is None or channels.may_have_reached_upstream(error)
+    elsewhere = False
+    if fault is not None:
+        with _tolerating_redis(job.id, "count a failure against its channel"):
+            if rt.health is not None:
+                retry_after = error.retry_after_s if isinstance(error, RateLimitedError) else None
+                rest = rt.health.failed(job.provider, channel, fault, code=error.code, retry_after_s=retry_after)
+                if rest > 0:
+                    log.warning("%s channel %s rests %.0fs after %s", job.provider, channel, rest, error.code)
+                if not pinned:
+                    rt.health.avoid(job.id, channel)
+            elsewhere = not pinned and channels.has_alternative(
+                job.provider, channel, settings=rt.settings, health=rt.health
+            )
+    if not pinned:
+        _release_slots(job.provider, channel, job.id, rt=rt)  # the upstream has no task: nothing holds them
+    if isinstance(error, TransientProviderError) or (elsewhere and fault == channels.Fault.CREDENTIAL):
+        delay = 0.0 if elsewhere else None
+        keep = channel if pinned else None
+        _hand_back_for_retry(job, attempt=attempt, error=error, channel=keep, delay_s=delay, rt=rt)
+        return
+    fail_job(job.id, from_=JobStatus.SUBMITTING, code=error.code, message=error.message, rt=rt)
+
+
+def _hand_back_for_retry(
+    job: Job, *, attempt: int, error: ProviderError, channel: str | None, delay_s: float | None = None, rt: Runtime
+) -> None:
+    """Back to ``queued`` for another attempt: on ``channel`` (pinned) or, with None, on whichever admits it."""
     job_id = job.id
     if attempt >= rt.settings.sweeper.max_submit_attempts:
         fail_job(job_id, from_=JobStatus.SUBMITTING, code=error.code, message=error.message, rt=rt)
         return
-    delay = _retry_delay(attempt, error)
+    delay = _retry_delay(attempt, error) if delay_s is None else delay_s
     now = rt.clock()
     with rt.session() as session, session.begin():
         won = jobs_repo.transition(
@@ -143,13 +238,14 @@ def _hand_back_for_retry(job: Job, *, attempt: int, error: TransientProviderErro
             now=now,
             lease_until=None,
             dispatched_at=now + timedelta(seconds=delay),
+            channel=channel,
         )
     if won:
         log.info("job %s submit retry in %.1fs after %s", job_id, delay, error.code)
         rt.sender.submit(job_id, route=route_of(job), countdown_s=delay)
 
 
-def _retry_delay(attempt: int, error: TransientProviderError) -> float:
+def _retry_delay(attempt: int, error: ProviderError) -> float:
     if isinstance(error, RateLimitedError) and error.retry_after_s is not None:
         return min(max(error.retry_after_s, 1.0), 300.0)
     return float(min(5 * 3 ** (attempt - 1), 300))
@@ -173,11 +269,14 @@ def poll_job(job_id: str, poll_count: int, *, rt: Runtime) -> None:
             when_poll_count=poll_count,
         )
         return
+    if not _poll_token(job, poll_count, rt=rt):
+        return
     result, retry_after = _ask_upstream(job, poll_count, rt=rt)
     polled = poll_count + 1
     if result is not None and result.state == UpstreamState.SUCCEEDED:
-        finish_job(job_id, from_=JobStatus.RUNNING, provider=job.provider, images=result.images, rt=rt,
-                   when_poll_count=poll_count, poll_count=polled, served_model=result.served_model)  # fmt: skip
+        if finish_job(job_id, from_=JobStatus.RUNNING, provider=job.provider, images=result.images, rt=rt,
+                      when_poll_count=poll_count, poll_count=polled, served_model=result.served_model):  # fmt: skip
+            _learn_completion(job, seen_at=now, rt=rt)
         return
     if result is not None and result.state == UpstreamState.FAILED:
         error = result.error or ProviderError("the upstream task failed", provider=job.provider)
@@ -191,7 +290,7 @@ def _ask_upstream(job: Job, poll_count: int, *, rt: Runtime) -> tuple[PollResult
     """The upstream's answer (a permanent error becomes FAILED), or None and a minimum wait when unsure."""
     assert job.upstream_task_id is not None  # set together with RUNNING
     try:
-        return rt.providers[job.provider].poll(job.upstream_task_id), 0.0
+        return rt.adapter(job.provider, job.channel).poll(job.upstream_task_id), 0.0
     except TransientProviderError as exc:
         log.info("job %s poll %d transient: %s", job.id, poll_count + 1, exc.message)
         wait = exc.retry_after_s if isinstance(exc, RateLimitedError) and exc.retry_after_s is not None else 0.0
@@ -200,9 +299,34 @@ def _ask_upstream(job: Job, poll_count: int, *, rt: Runtime) -> tuple[PollResult
         return PollResult(state=UpstreamState.FAILED, error=exc), 0.0
 
 
+def _poll_token(job: Job, poll_count: int, *, rt: Runtime) -> bool:
+    """A token of the job's channel for this poll. Without one, the same link comes back when a token is due (no
+    poll counted); with Redis unreachable, the sweeper restarts the link once it is overdue."""
+    limits = rt.limits
+    channel = next((c for c in channels.channels_of(rt.settings, job.provider) if c.name == job.channel), None)
+    if limits is None or channel is None or channel.limits.requests_per_second is None:
+        return True
+    try:
+        outcome = limits.acquire(job.provider, channel.name, limits=channel.limits, holder=job.id, slots=0)
+    except RedisError:
+        log.warning("job %s: upstream limits unavailable (Redis); poll left for the sweeper", job.id, exc_info=True)
+        return False
+    if isinstance(outcome, Granted):
+        return True
+    now = rt.clock()
+    delay = _jittered(outcome.wait_s or 0.0)
+    with rt.session() as session, session.begin():
+        won = jobs_repo.touch_poll(
+            session=session, job_id=job.id, poll_count=poll_count, next_poll_at=now + timedelta(seconds=delay)
+        )
+    if won:
+        rt.sender.poll(job.id, poll_count, route=route_of(job), countdown_s=delay)
+    return False
+
+
 def _schedule_next_poll(job: Job, poll_count: int, *, minimum_s: float, rt: Runtime) -> None:
     now = rt.clock()
-    delay = max(next_poll_delay(poll_count + 1, _policy_of(job)), min(minimum_s, 300.0))
+    delay = max(next_poll_delay(poll_count + 1, _policy_of(job, rt=rt)), min(minimum_s, 300.0))
     delay = clamp_to_deadline(delay, now=now, deadline=job.deadline_at)
     with rt.session() as session, session.begin():
         won = jobs_repo.schedule_next_poll(
@@ -220,8 +344,28 @@ def route_of(job: Job) -> Route:
     return Route(provider=job.provider, priority=Priority(job.priority))
 
 
-def _policy_of(job: Job) -> PollingPolicy:
-    return PollingPolicy.model_validate(job.polling_policy)
+def _policy_of(job: Job, *, rt: Runtime) -> PollingPolicy:
+    """The job's polling policy: the catalog's, with the first poll and usual window its upstream model's recent
+    completions teach (``worker.latency``); sparse when its upstream calls back (``worker.safety_poll``)."""
+    policy = with_profile(PollingPolicy.model_validate(job.polling_policy), rt.latency.profile(_latency_key(job)))
+    return safety_poll.policy_for(policy, provider=job.provider, settings=rt.settings)
+
+
+def _latency_key(job: Job) -> str:
+    return latency_key(job.provider, job.upstream_model, job.operation)
+
+
+def _learn_completion(job: Job, *, seen_at: datetime, rt: Runtime) -> None:
+    """Teach the poll schedule when this upstream model's tasks finish: after the last poll that saw the task
+    pending (the row's last update) and by the poll that saw it done, in seconds since the job started running."""
+    with rt.session() as session:
+        events = jobs_repo.list_events(session=session, job_id=job.id)
+    started = max((event.at for event in events if event.to_status == JobStatus.RUNNING), default=None)
+    if started is None:
+        return
+    last_pending = job.updated_at if job.poll_count > 0 else started
+    after_s, by_s = (last_pending - started).total_seconds(), (seen_at - started).total_seconds()
+    rt.latency.record(_latency_key(job), Completion.between(after_s, by_s))
 
 
 def finish_job(
@@ -334,28 +478,33 @@ def _end(
     **changes: Any,
 ) -> tuple[bool, WebhookDelivery | None]:
     when = col(Job.poll_count) == when_poll_count if when_poll_count is not None else None
-    won = jobs_repo.transition(
-        session=session,
-        job_id=job_id,
-        from_=from_,
-        to=to,
-        detail=detail,
-        when=when,
-        now=now,
-        finished_at=now,
-        lease_until=None,
-        next_poll_at=None,
-        **changes,
+    return jobs_repo.end_job(
+        session=session, job_id=job_id, from_=from_, to=to, now=now, detail=detail, when=when, **changes
     )
-    if not won:
-        return False, None
-    job = jobs_repo.get_job(session=session, job_id=job_id)
-    delivery = jobs_repo.schedule_webhook(session=session, job=job, event_type=EVENT_TYPES[to], attempt=1, at=now)
-    session.flush()
-    return True, delivery
 
 
 def _after_terminal(job_id: str, delivery: WebhookDelivery | None, *, rt: Runtime) -> None:
+    if rt.limits is not None:  # the job's upstream task is over: its concurrency slots are free
+        with rt.session() as session:
+            job = session.get(Job, job_id)
+        if job is not None and job.channel is not None:
+            _release_slots(job.provider, job.channel, job_id, rt=rt)
     rt.announce_done(job_id)
     if delivery is not None and delivery.id is not None:
         rt.sender.webhook(delivery.id)
+
+
+def _release_slots(provider: str, channel: str, job_id: str, *, rt: Runtime) -> None:
+    """Free the job's concurrency slots on ``channel`` (if Redis is unreachable they expire with the job's hold)."""
+    if rt.limits is not None:
+        with _tolerating_redis(job_id, "release its concurrency slots"):
+            rt.limits.release(provider, channel, job_id)
+
+
+@contextmanager
+def _tolerating_redis(job_id: str, what: str) -> Iterator[None]:
+    """Book-keeping in Redis never fails a job: a failure is logged and the step goes on."""
+    try:
+        yield
+    except RedisError:
+        log.warning("job %s: could not %s (Redis unreachable)", job_id, what, exc_info=True)

@@ -12,11 +12,15 @@ import httpx
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from shared.config import Settings
+from shared.config import DEFAULT_CHANNEL, Settings
 from shared.db.tables import utcnow
+from shared.errors import ConfigurationError
 from shared.queue import Route
 from shared.storage import LocalStorage
+from worker.channels import ChannelHealth
+from worker.latency import LatencyBook
 from worker.providers.base import ImageProvider
+from worker.upstream_limits import UpstreamLimits
 
 
 class Sender(Protocol):
@@ -33,6 +37,7 @@ class Sender(Protocol):
 class Runtime:
     settings: Settings
     engine: Engine
+    #: each provider's adapter for its default channel (the provider section's own credentials)
     providers: Mapping[str, ImageProvider]
     storage: LocalStorage
     sender: Sender
@@ -43,15 +48,35 @@ class Runtime:
     #: posts webhooks (no redirects, no proxies from the environment)
     webhook_http: httpx.Client
     clock: Callable[[], datetime] = field(default=utcnow)
+    #: adapters of the extra channels (``IMAGEJOBS_<PROVIDER>__CHANNELS``): provider → channel name → adapter
+    channels: Mapping[str, Mapping[str, ImageProvider]] = field(default_factory=dict)
+    #: fleet-wide requests-per-second and concurrency limits per channel (None: unlimited)
+    limits: UpstreamLimits | None = None
+    #: channels' failure streaks and rests (None: every channel always healthy)
+    health: ChannelHealth | None = None
+    #: recent completion latencies per upstream model: where poll schedules start (Redis in a worker)
+    latency: LatencyBook = field(default_factory=LatencyBook.in_memory)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
 
+    def adapter(self, provider: str, channel: str | None) -> ImageProvider:
+        """The adapter of ``provider``'s ``channel`` (None: a job from before channels: the default one)."""
+        try:
+            if channel is None or channel == DEFAULT_CHANNEL:
+                return self.providers[provider]
+            return self.channels[provider][channel]
+        except KeyError:
+            raise ConfigurationError(f"{provider}: no channel {channel!r} is configured") from None
+
     def close(self) -> None:
         for provider in self.providers.values():
             provider.close()
+        for adapters in self.channels.values():
+            for adapter in adapters.values():
+                adapter.close()
         self.downloads.close()
         self.webhook_http.close()
         self.engine.dispose()

@@ -6,6 +6,9 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
+
 from shared.errors import ErrorCode
 from shared.queue import TaskName
 from worker import pipeline, sweeper, webhooks
@@ -18,6 +21,10 @@ log = logging.getLogger(__name__)
 def _failing_job_on_crash(job_id: str) -> Iterator[None]:
     try:
         yield
+    except (KombuError, RedisError):
+        # the broker went away mid-task: every step commits before it publishes, so the job's row says where it
+        # is and the sweeper re-sends the lost message; a Redis outage is no reason to fail the job
+        log.warning("job %s: broker unavailable, its next message is left to the sweeper", job_id, exc_info=True)
     except Exception:
         log.exception("job %s crashed in a task", job_id)
         pipeline.fail_job_wherever(job_id, code=ErrorCode.INTERNAL_ERROR, message="internal error", rt=runtime())

@@ -7,8 +7,12 @@ expansion ratios …) and may carry any field of the unified request; the catalo
 ``data.model`` is rendered like seed 003's example ``kling-image-gen/kling-v3``: ``<provider>-image-gen/``
 followed by the upstream model that serves the job.
 
+``POST /api/v1/images/generations/cancel?task_id=`` (our extension, in the style of the query) cancels a
+pending or processing task and answers it as the query does (``state: failed``, ``failMsg`` saying it was
+cancelled); a task that already ended answers 409.
+
 Errors answer ``{code, msg, data: null}`` where ``code`` is the HTTP status: 400, 401, 402 (the key's spend
-budget cannot cover the task), 404, 429, 500, ….
+budget cannot cover the task), 404, 409, 429, 500, ….
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from producer.http.auth import Owner
+from producer.http.cancel_routes import cancel_task
 from producer.http.context import ApiContext, api_context
 from producer.http.errors import Failure, dialect_route
 from producer.http.tasks import enqueue_task, epoch_ms, load_task, parse_request, refuse_fields
@@ -94,4 +99,12 @@ async def create_task(body: Annotated[dict[str, Any], Body()], owner: Owner, con
 async def get_task(task_id: Annotated[str, Query(min_length=1)], owner: Owner, context: Context) -> JSONResponse:
     """The task's state, result URLs and times."""
     task = await run_in_threadpool(load_task, context, task_id, owner)
+    return JSONResponse(envelope(task_data(task.job, task.urls)))
+
+
+@router.post("/generations/cancel")
+async def cancel(task_id: Annotated[str, Query(min_length=1)], owner: Owner, context: Context) -> JSONResponse:
+    """Cancel a pending or processing task; answers it as the query does."""
+    job_id = await run_in_threadpool(cancel_task, context, task_id, owner)
+    task = await run_in_threadpool(load_task, context, job_id, owner)
     return JSONResponse(envelope(task_data(task.job, task.urls)))

@@ -8,7 +8,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from producer.http import apimodels_routes, edits_routes, files, kling_routes, openai_routes, webhook_routes
+from producer.http import (
+    apimodels_routes,
+    callbacks_routes,
+    cancel_routes,
+    edits_routes,
+    files,
+    kling_routes,
+    openai_routes,
+    webhook_routes,
+)
 from producer.http.auth import Gate
 from producer.http.context import ApiContext
 from producer.http.errors import install_error_handlers
@@ -74,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(apimodels_routes.router)
     app.include_router(files.router)
     app.include_router(webhook_routes.router)
+    app.include_router(cancel_routes.router)
+    app.include_router(callbacks_routes.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

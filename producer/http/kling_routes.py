@@ -2,6 +2,10 @@
 ``GET /kling/v1/images/generations/{task_id}`` reads it, both in Kling's envelope
 ``{code, message, request_id, data}`` with millisecond timestamps and Kling's status words.
 
+``POST /kling/v1/images/generations/{task_id}/cancel`` (our extension: Kling itself has no cancel API) cancels a
+queued, submitting or running task by its id or the caller's ``external_task_id`` and answers it like the query
+(``task_status: failed``, ``task_status_msg`` saying it was cancelled); a task that already ended answers HTTP 409.
+
 The body is Kling's (``prompt, negative_prompt, image, image_fidelity, n, aspect_ratio`` …) and may carry any
 field of the unified request; the catalog decides what the model takes. Without ``model`` the task is a
 ``kling-image`` one; without ``model_name`` a ``kling-image`` task uses ``DEFAULT_MODEL_NAME``. Kling's legacy
@@ -21,6 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from producer.http.auth import Owner
+from producer.http.cancel_routes import cancel_task
 from producer.http.context import ApiContext, api_context
 from producer.http.errors import Failure, dialect_route
 from producer.http.tasks import enqueue_task, epoch_ms, load_task, parse_request, refuse_fields
@@ -112,7 +117,7 @@ def created_data(job: Job) -> dict[str, Any]:
 def task_data(job: Job, urls: Sequence[str]) -> dict[str, Any]:
     """``data`` of the query answer: status, the failure reason, and the result images once it succeeded."""
     status = KLING_STATUS[JobStatus(job.status)]
-    message = (job.error_message or job.error_code or "") if status == "failed" else ""
+    message = (job.error_message or job.error_code or f"The task ended as {job.status}.") if status == "failed" else ""
     return created_data(job) | {
         "task_status_msg": message,
         "task_result": {"images": [{"index": index, "url": url} for index, url in enumerate(urls)]},
@@ -131,6 +136,15 @@ async def create_task(body: Annotated[dict[str, Any], Body()], owner: Owner, con
 async def get_task(task_id: str, owner: Owner, context: Context) -> JSONResponse:
     """The task by its id, or by the caller's ``external_task_id`` (as Kling allows)."""
     task = await run_in_threadpool(load_task, context, task_id, owner, by_external_id=True)
+    return JSONResponse(kling_envelope(task_data(task.job, task.urls)))
+
+
+@router.post("/generations/{task_id}/cancel")
+async def cancel(task_id: str, owner: Owner, context: Context) -> JSONResponse:
+    """Cancel a task (by its id or the caller's ``external_task_id``); answers it as the query does."""
+    found = await run_in_threadpool(load_task, context, task_id, owner, by_external_id=True)
+    job_id = await run_in_threadpool(cancel_task, context, found.job.id, owner)
+    task = await run_in_threadpool(load_task, context, job_id, owner)
     return JSONResponse(kling_envelope(task_data(task.job, task.urls)))
 
 

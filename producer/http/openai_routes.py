@@ -67,6 +67,10 @@ def _is_terminal(context: ApiContext, job_id: str) -> bool:
 
 
 async def _sync_answer(context: ApiContext, view: JobView, response_format: str) -> JSONResponse:
+    if view.status == JobStatus.CANCELLED:
+        response = error_response(409, "The task was cancelled.", code="task_cancelled")
+        response.headers["x-task-id"] = view.id
+        return response
     if view.status != JobStatus.SUCCEEDED:
         code = view.error.code if view.error else "job_failed"
         message = view.error.message if view.error else f"The job ended as {view.status}."

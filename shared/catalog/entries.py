@@ -79,14 +79,25 @@ class Operation(_Strict):
 
 
 class PollingPolicy(_Strict):
-    """How an async job is polled: first poll, exponential growth with jitter, cap, and deadline."""
+    """How an async job is polled (``worker.polling``): first poll near the early completion quantile, short
+    intervals across the usual window, exponential back-off past it, capped, with jitter and a deadline.
 
+    ``first_poll_s`` and ``usual_window_s`` are the catalog's defaults: once a model's completions are learned
+    (``worker.latency``), its p10 and p95 take their place.
+    """
+
+    #: the first poll: the model's early completion quantile (p10), seconds after the upstream accepted the task
     first_poll_s: float = Field(default=4.0, gt=0, le=300)
+    #: the shortest wait between later polls (without a usual window: the first wait of a plain back-off)
     base_s: float = Field(default=2.0, gt=0, le=300)
     factor: float = Field(default=1.5, ge=1.0, le=4.0)
     max_s: float = Field(default=30.0, gt=0, le=300)
     jitter: float = Field(default=0.1, ge=0, le=0.5)
     deadline_s: float = Field(default=900.0, gt=0, le=7 * 24 * 3600)
+    #: the end of the model's usual window (p95); ``None``: unknown, back off right after the first poll
+    usual_window_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    #: the longest wait between polls inside the usual window (detection lag ≈ half of it)
+    interval_s: float = Field(default=4.0, gt=0, le=300)
 
 
 class Variant(_Strict):

@@ -65,6 +65,46 @@ def transition(
     return won
 
 
+def end_job(
+    *,
+    session: Session,
+    job_id: str,
+    from_: JobStatus,
+    to: JobStatus,
+    now: datetime,
+    detail: str | None = None,
+    when: ColumnElement[bool] | None = None,
+    **changes: Any,
+) -> tuple[bool, WebhookDelivery | None]:
+    """The terminal compare-and-set ``from_ → to``: stamps ``finished_at``, clears the lease and the next poll, and
+    schedules the ``job.<to>`` webhook (if the job has a callback URL). Returns (won, that webhook row).
+
+    Used by the worker (succeeded, failed, timed out) and the producer (cancelled). Only the winner gets True;
+    after the commit it announces the job as done and sends the webhook task.
+    """
+    if to not in TERMINAL:
+        raise ValueError(f"{to} is not a terminal status")
+    won = transition(
+        session=session,
+        job_id=job_id,
+        from_=from_,
+        to=to,
+        detail=detail,
+        when=when,
+        now=now,
+        finished_at=now,
+        lease_until=None,
+        next_poll_at=None,
+        **changes,
+    )
+    if not won:
+        return False, None
+    job = get_job(session=session, job_id=job_id)
+    delivery = schedule_webhook(session=session, job=job, event_type=f"job.{to.value}", attempt=1, at=now)
+    session.flush()
+    return True, delivery
+
+
 def schedule_next_poll(*, session: Session, job_id: str, expected_poll_count: int, next_poll_at: datetime) -> bool:
     """Advance the poll chain by one; only one holder of ``expected_poll_count`` can win."""
     statement = (

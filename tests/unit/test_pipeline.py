@@ -238,7 +238,7 @@ def test_poll_pending_advances_the_chain_and_sends_the_next_poll(harness: Harnes
     assert job.poll_count == 1
     next_poll = harness.sender.polls[-1]
     assert next_poll[:2] == (job_id, 1)
-    assert 2.0 * 0.9 <= next_poll[2] <= 2.0 * 1.1  # second poll waits base_s = 2 (±10 %)
+    assert 3.8 * 0.95 <= next_poll[2] <= 3.8 * 1.05  # inside the usual window: interval_s = 3.8 (±5 %)
 
 
 def test_poll_succeeded_finishes_the_job_and_counts_the_final_poll(harness: Harness) -> None:

@@ -35,6 +35,8 @@ class JobSpec:
     image_count: int
     #: 1 on the first submit; higher after a worker died or a transient error
     attempt: int = 1
+    #: our ``/internal/callbacks/…`` URL for this job, for upstreams that call back (None: poll only)
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

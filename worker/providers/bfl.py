@@ -6,7 +6,8 @@ when its host is the configured API host or one under the same domain (``api.us1
 ``api.bfl.ai``); otherwise, or when it does not fit the upstream-id column, the id is kept and
 ``{base_url}/v1/get_result?id=`` is polled. A ``Ready`` task's ``result.sample`` is a signed URL that lives
 about 10 minutes: the pipeline downloads it at once. BFL has no idempotency key, so a repeated submit (after a
-worker died mid-submit) makes a new task.
+worker died mid-submit) makes a new task. When upstream callbacks are on, our
+``/internal/callbacks/bfl/…`` URL goes as ``webhook_url`` (a hint to poll at once; its payload is not relied on).
 
 Request parameters arrive under the catalog's upstream names and are turned into each endpoint's notion:
 ``size``/``aspect_ratio`` become ``width``/``height`` or an ``aspect_ratio``; ``input_images`` become
@@ -117,6 +118,8 @@ class BflProvider:
 
     def submit(self, spec: JobSpec) -> Submission:
         body = self._body(spec)
+        if spec.callback_url is not None:
+            body["webhook_url"] = spec.callback_url  # BFL calls it when the task ends (payload UNVERIFIED)
         with map_transport_errors(NAME):
             response = self._http.post(f"/v1/{spec.upstream_model}", json=body, headers=self._auth)
         if response.status_code != 200:

@@ -11,7 +11,8 @@ Upstream ids: a Kling task is queried under the path of the endpoint that create
 jobs already running stay valid): an id without a known ``<key>:`` prefix is a generations task id.
 
 Our job id is sent as ``external_task_id``, so a submit that may already have reached Kling is first
-looked up by that id (under the operation's endpoint) instead of being repeated.
+looked up by that id (under the operation's endpoint) instead of being repeated. When upstream callbacks are
+on, our ``/internal/callbacks/kling/…`` URL goes as ``callback_url``: Kling calls it on every status change.
 
 Input images go to Kling as it takes them: URLs as they are, data URIs as raw base64 (no ``data:`` prefix).
 """
@@ -71,6 +72,8 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     external_task_id: str
+    #: our callback URL: Kling POSTs the task to it on every status change (reference §4.7)
+    callback_url: str | None = None
 
 
 class GenerationRequest(_Body):
@@ -267,7 +270,9 @@ class Endpoint:
         """The request body; a parameter the endpoint does not take is refused, naming it."""
         fields = {key: value for key, value in self.arrange(spec).items() if value is not None}
         try:
-            request = self.request.model_validate({**fields, "external_task_id": spec.job_id})
+            request = self.request.model_validate(
+                {**fields, "external_task_id": spec.job_id, "callback_url": spec.callback_url}
+            )
         except ValidationError as exc:
             names = sorted({".".join(map(str, error["loc"])) for error in exc.errors()})
             raise UpstreamRejectedError(

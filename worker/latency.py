@@ -1,0 +1,201 @@
+"""What recent completions of each upstream model took: the latency profile the poll schedule starts from.
+
+Every job whose poll saw its upstream task done adds one :class:`Completion`: the task finished *after* the last
+poll that saw it pending and *by* the poll that saw it done (seconds after the upstream accepted it; a first-poll
+hit is only known to have finished by then). The last ``MAX_SAMPLES`` of them per upstream model live in one
+Redis list, shared by every worker (one round trip per completion). Their p10 and p95 make the model's
+:class:`~worker.polling.LatencyProfile`, read at most once per ``CACHE_TTL_S`` per process, so a poll costs no
+Redis read. With fewer than ``MIN_SAMPLES`` completions, or Redis unreachable, there is no profile and the
+catalog's defaults apply.
+
+Each completion is spread evenly over its interval when the quantiles are taken. Counting a first-poll hit
+as finished at the first poll would keep a first poll that is too late there for good; spread over
+(0, first poll], enough of them pull the early quantile (and the next first poll) down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis import Redis, RedisError
+
+from worker.polling import LatencyProfile
+
+log = logging.getLogger(__name__)
+
+#: the quantile the first poll goes to, and the one that ends the usual window
+EARLY_QUANTILE = 0.10
+WINDOW_QUANTILE = 0.95
+#: completions kept per upstream model (a sliding window: old behaviour ages out)
+MAX_SAMPLES = 200
+#: fewer completions than this say too little: the catalog's defaults apply
+MIN_SAMPLES = 20
+#: how long a worker process reuses a profile it read
+CACHE_TTL_S = 30.0
+#: an upstream model unused this long forgets its completions
+KEY_TTL_S = 7 * 24 * 3600
+KEY_PREFIX = "imagejobs:latency:"
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """An upstream task finished after ``after_s`` and by ``by_s`` seconds after the upstream accepted it."""
+
+    after_s: float
+    by_s: float
+
+    @classmethod
+    def between(cls, after_s: float, by_s: float) -> Completion:
+        by = max(by_s, 0.0)
+        return cls(after_s=min(max(after_s, 0.0), by), by_s=by)
+
+    def encode(self) -> str:
+        return f"{self.after_s:.3f},{self.by_s:.3f}"
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Completion | None:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        try:
+            after, by = (float(part) for part in text.split(","))
+        except ValueError:
+            return None
+        return cls.between(after, by)
+
+
+def latency_key(provider: str, upstream_model: str, operation: str) -> str:
+    """Completions are learned per provider, upstream model and operation (an expand is not a text-to-image)."""
+    return f"{provider}:{upstream_model}:{operation}"
+
+
+def quantile(completions: Sequence[Completion], q: float) -> float:
+    """The ``q`` quantile of the completion times, each completion spread evenly over its interval."""
+    if not completions:
+        raise ValueError("no completions")
+    target = min(max(q, 0.0), 1.0) * len(completions)
+    # the empirical distribution is piecewise linear: walk its breakpoints (x, slope change, jump) in order
+    events: list[tuple[float, float, float]] = []
+    for item in completions:
+        width = item.by_s - item.after_s
+        if width > 0:
+            events += [(item.after_s, 1.0 / width, 0.0), (item.by_s, -1.0 / width, 0.0)]
+        else:
+            events.append((item.by_s, 0.0, 1.0))
+    events.sort()
+    mass, slope, x_prev = 0.0, 0.0, events[0][0]
+    for x, slope_change, jump in events:
+        reached = mass + slope * (x - x_prev)
+        if reached >= target and slope > 0:
+            return x_prev + (target - mass) / slope
+        mass = reached + jump
+        if mass >= target:
+            return x
+        slope, x_prev = slope + slope_change, x
+    return x_prev
+
+
+def profile_of(completions: Sequence[Completion]) -> LatencyProfile | None:
+    """The profile that ``completions`` make, or ``None`` when they are too few to say."""
+    if len(completions) < MIN_SAMPLES:
+        return None
+    return LatencyProfile(
+        early_s=quantile(completions, EARLY_QUANTILE),
+        window_s=quantile(completions, WINDOW_QUANTILE),
+        samples=len(completions),
+    )
+
+
+class CompletionStore(Protocol):
+    """Where the recent completions of each key are kept."""
+
+    def add(self, key: str, completion: Completion) -> None: ...
+
+    def recent(self, key: str) -> list[Completion]: ...
+
+
+class RedisCompletions:
+    """A capped Redis list per key, newest first, shared by every worker process."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisCompletions:
+        # short timeouts: a poll never waits long on a Redis that is gone (the catalog's defaults do)
+        return cls(Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0))
+
+    def add(self, key: str, completion: Completion) -> None:
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(KEY_PREFIX + key, completion.encode())
+            pipe.ltrim(KEY_PREFIX + key, 0, MAX_SAMPLES - 1)
+            pipe.expire(KEY_PREFIX + key, KEY_TTL_S)
+            pipe.execute()
+
+    def recent(self, key: str) -> list[Completion]:
+        raw: list[bytes] = self._redis.lrange(KEY_PREFIX + key, 0, MAX_SAMPLES - 1)  # type: ignore[assignment]
+        return [item for item in map(Completion.decode, raw) if item is not None]
+
+
+class MemoryCompletions:
+    """The same in one process (unit tests, the poll-policy bench, a runtime without Redis)."""
+
+    def __init__(self) -> None:
+        self._lists: dict[str, deque[Completion]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: str, completion: Completion) -> None:
+        with self._lock:
+            self._lists.setdefault(key, deque(maxlen=MAX_SAMPLES)).appendleft(completion)
+
+    def recent(self, key: str) -> list[Completion]:
+        with self._lock:
+            return list(self._lists.get(key, ()))
+
+
+class LatencyBook:
+    """Records completions and answers each key's profile from a per-process cache (thread-safe)."""
+
+    def __init__(
+        self,
+        store: CompletionStore,
+        *,
+        cache_ttl_s: float = CACHE_TTL_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self._ttl = cache_ttl_s
+        self._monotonic = monotonic
+        self._cache: dict[str, tuple[float, LatencyProfile | None]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def in_memory(cls) -> LatencyBook:
+        return cls(MemoryCompletions())
+
+    def profile(self, key: str) -> LatencyProfile | None:
+        """The key's learned profile, or ``None`` (too few completions, or the store unreachable)."""
+        now = self._monotonic()
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            profile = profile_of(self.store.recent(key))
+        except (RedisError, OSError) as exc:  # the catalog's defaults until the next try
+            log.warning("completion latencies of %s unavailable (%s); polling on the catalog's defaults", key, exc)
+            profile = None
+        with self._lock:
+            self._cache[key] = (now + self._ttl, profile)
+        return profile
+
+    def record(self, key: str, completion: Completion) -> None:
+        """Add one completion; a store that fails only costs the sample, never the job."""
+        try:
+            self.store.add(key, completion)
+        except (RedisError, OSError) as exc:
+            log.warning("could not record a completion latency of %s: %s", key, exc)
