@@ -29,5 +29,9 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(VENV)/bin/pytest
 
+bench: $(STAMP)
+	$(PY) bench/poll_policy.py
+	$(PY) bench/throughput.py --jobs 300 --repeats 3
+
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
