@@ -1,0 +1,291 @@
+"""Chaos fixtures: a private redis-server per test that may be killed and restarted, our processes against it,
+an in-process producer, and the suite's summary line.
+
+Everything the chaos tests break is theirs: each test starts its own ``redis-server`` (AOF everysec, files in
+the test's temp dir, a spare port) and its own worker/beat/API subprocesses, and kills only those, by their
+own ids. The machine's shared services are never touched. The session emulator and the helpers of
+``tests.integration.harness`` are reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlmodel import Session
+
+from producer.enqueue import enqueue_job
+from producer.keys import owner_id
+from producer.localstack import start_private_redis
+from shared.egress import EgressPolicy
+from shared.jobs import TERMINAL, ImageRequest
+from shared.queue import TaskSender, make_celery
+from tests.conftest import make_settings
+from tests.integration.harness import (
+    Emulator,
+    Processes,
+    ReceivedRequest,
+    Rows,
+    emulator,
+    files_dir,
+    rows_for,
+    webhook_receiver,
+)
+from tests.support import API_KEY, base_env, free_port, wait_until
+
+__all__ = ["emulator", "files_dir", "rows_for", "webhook_receiver"]
+
+TERMINAL_STATUSES = frozenset(status.value for status in TERMINAL)
+#: local webhook receivers live on loopback (the processes allow it too: ``base_env``)
+LOOPBACK = EgressPolicy.from_lists(hosts=[], networks=["127.0.0.0/8"])
+
+# ---------------------------------------------------------------------------------------------------
+# The suite's tally, printed by ``pytest_terminal_summary`` (visible in ``make test``)
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChaosOutcome:
+    name: str
+    submitted: int
+    terminal: int
+    lost: int
+    duplicate_charges: int
+    duplicate_webhook_events: int
+
+
+_OUTCOMES: list[ChaosOutcome] = []
+_OUTCOMES_LOCK = threading.Lock()
+
+
+def record_outcome(
+    name: str, *, submitted: int, terminal: int, lost: int, duplicate_charges: int, duplicate_webhook_events: int
+) -> ChaosOutcome:
+    """Adds one test's numbers to the suite's summary and prints its own line (before the test asserts)."""
+    outcome = ChaosOutcome(name, submitted, terminal, lost, duplicate_charges, duplicate_webhook_events)
+    with _OUTCOMES_LOCK:
+        _OUTCOMES.append(outcome)
+    print(
+        f"chaos {name}: submitted={submitted} terminal={terminal} lost={lost} "
+        f"duplicate_charges={duplicate_charges} duplicate_webhook_events={duplicate_webhook_events}"
+    )
+    return outcome
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    with _OUTCOMES_LOCK:
+        outcomes = list(_OUTCOMES)
+    if not outcomes:
+        return
+    terminalreporter.section("chaos suite")
+    for outcome in outcomes:
+        terminalreporter.write_line(
+            f"{outcome.name}: submitted={outcome.submitted} terminal={outcome.terminal} lost={outcome.lost} "
+            f"duplicate charges={outcome.duplicate_charges} "
+            f"duplicate webhook events={outcome.duplicate_webhook_events}"
+        )
+    terminalreporter.write_line(
+        f"chaos suite: jobs submitted={sum(o.submitted for o in outcomes)} "
+        f"terminal={sum(o.terminal for o in outcomes)} lost={sum(o.lost for o in outcomes)} "
+        f"duplicate charges={sum(o.duplicate_charges for o in outcomes)} "
+        f"duplicate webhook events={sum(o.duplicate_webhook_events for o in outcomes)}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# A private redis-server that a test may shut down, kill and start again (same port, same files)
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PrivateRedis:
+    """``redis-server`` on 127.0.0.1:``port`` with AOF (everysec) in ``directory``; only ever this process."""
+
+    directory: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert not self.alive(), "redis-server is already running"
+        self.process = start_private_redis(self.directory, port=self.port, appendonly=True)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def shutdown(self) -> None:
+        """A graceful stop: ``SHUTDOWN`` (the AOF is flushed), then wait for the process to exit."""
+        assert self.process is not None
+        client = Redis.from_url(self.url, socket_timeout=5)
+        try:
+            client.shutdown()
+        except RedisError:
+            pass  # the server closes the connection as it exits
+        finally:
+            client.close()
+        self.process.wait(timeout=30)
+
+    def kill(self) -> None:
+        """A crash: SIGKILL (what the last second of AOF everysec may lose is lost)."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def chaos_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """This test's own redis-server (AOF everysec) on a spare port; stopped after the test."""
+    server = PrivateRedis(directory=tmp_path / "redis", port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Our processes against the private Redis
+# ---------------------------------------------------------------------------------------------------
+
+ChaosProcesses = Callable[..., Processes]
+
+
+@pytest.fixture
+def chaos_processes(
+    tmp_path: Path, chaos_redis: PrivateRedis, files_dir: Path, emulator: Emulator
+) -> Iterator[ChaosProcesses]:
+    """``chaos_processes(database_url, **extra_env)`` → a ``Processes`` bound to the private Redis.
+
+    Children are stopped at teardown (each by its own process group) and their log tails printed (pytest
+    shows them when the test fails).
+    """
+    made: list[Processes] = []
+
+    def make(database_url: str, **extra_env: str) -> Processes:
+        env = base_env(
+            redis_url=chaos_redis.url,
+            database_url=database_url,
+            files_dir=files_dir,
+            emulator_url=emulator.url,
+            **extra_env,
+        )
+        log_dir = tmp_path / f"logs-{len(made)}"
+        log_dir.mkdir()
+        group = Processes(env=env, log_dir=log_dir)
+        made.append(group)
+        return group
+
+    try:
+        yield make
+    finally:
+        for group in made:
+            group.stop_all()
+            print(group.logs())
+
+
+# ---------------------------------------------------------------------------------------------------
+# An in-process producer: ``enqueue_job`` (commit, then publish) as the API does it, without an API process
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Producer:
+    rows: Rows
+    sender: TaskSender
+    close: Callable[[], None]
+    submitted: list[str] = field(default_factory=list)
+
+    def submit(self, fields: dict[str, Any]) -> str:
+        """Accepts one job (row committed, submit published if the broker answers) and returns its id."""
+        request = ImageRequest.model_validate(fields)
+        with Session(self.rows.engine, expire_on_commit=False) as session:
+            enqueued = enqueue_job(
+                request, session=session, owner=owner_id(API_KEY), sender=self.sender, egress=LOOPBACK
+            )
+        job_id = enqueued.job.id
+        self.submitted.append(job_id)
+        return job_id
+
+
+@pytest.fixture
+def producer_for(chaos_redis: PrivateRedis, files_dir: Path) -> Iterator[Callable[[Rows, str], Producer]]:
+    """``producer_for(rows, database_url)`` → a ``Producer`` publishing to the private Redis."""
+    made: list[Producer] = []
+
+    def make(rows: Rows, database_url: str) -> Producer:
+        settings = make_settings(redis_url=chaos_redis.url, database_url=database_url, files_dir=files_dir)
+        celery = make_celery(settings, main="chaos-producer")
+        producer = Producer(rows=rows, sender=TaskSender(celery), close=celery.close)
+        made.append(producer)
+        return producer
+
+    try:
+        yield make
+    finally:
+        for producer in made:
+            producer.close()
+
+
+def kling_request(prompt: str, **extra: Any) -> dict[str, Any]:
+    return {"model": "kling-image", "model_name": "kling-v2-1", "prompt": prompt, **extra}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Counting what the suite reports
+# ---------------------------------------------------------------------------------------------------
+
+
+def settle(rows: Rows, job_ids: Sequence[str], *, timeout_s: float) -> dict[str, str]:
+    """Waits (up to ``timeout_s``) for every job to reach a terminal state; returns the lost ones (none: ``{}``).
+
+    It does not fail by itself: a test records its numbers for the summary first, then asserts on them.
+    """
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not lost_jobs(rows, job_ids), timeout_s=timeout_s, interval_s=0.2, what="terminal jobs")
+    return lost_jobs(rows, job_ids)
+
+
+def lost_jobs(rows: Rows, job_ids: Sequence[str]) -> dict[str, str]:
+    """Accepted jobs (rows committed) that are not in a terminal state, with their status."""
+    statuses = rows.statuses(job_ids)
+    missing = {job_id: "missing" for job_id in job_ids if job_id not in statuses}
+    return missing | {job_id: status for job_id, status in statuses.items() if status not in TERMINAL_STATUSES}
+
+
+def delivered(rows: Rows, job_id: str) -> bool:
+    """One of the job's webhook attempts is recorded as delivered."""
+    return any(delivery.state == "delivered" for delivery in rows.deliveries(job_id))
+
+
+def duplicate_charges(rows: Rows, job_ids: Sequence[str]) -> int:
+    """Cost rows beyond the first of any job."""
+    charges = Counter(cost.job_id for cost in rows.costs() if cost.job_id in set(job_ids))
+    return sum(count - 1 for count in charges.values() if count > 1)
+
+
+def duplicate_webhook_events(requests: Sequence[ReceivedRequest]) -> int:
+    """Deliveries of one ``webhook-id`` that the receiver accepted (2xx) more than once."""
+    accepted = Counter(request.headers.get("webhook-id") for request in requests if 200 <= request.status < 300)
+    return sum(count - 1 for count in accepted.values() if count > 1)

@@ -1,0 +1,106 @@
+"""R3: a rolling restart (SIGTERM) hands the countdown polls a worker holds back to Redis, and they finish.
+
+Worker A takes every job's poll countdown off the queue (unacked, in its memory). It is then stopped with
+SIGTERM, as a container runtime or systemd does: a warm shutdown, or (``REMAP_SIGTERM=SIGQUIT``) a soft
+shutdown — running tasks get ``soft_shutdown_timeout_s``, then a cold shutdown. Either way kombu restores the
+unacknowledged messages on channel close (its log says "Restoring N unacknowledged message(s)"), so every
+running job has its poll message back in Redis before worker B starts. B runs WITHOUT beat: no sweeper can be
+what rescues the jobs.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from shared.db.tables import CostEntry
+from shared.queue import QueueName
+from tests.chaos.conftest import (
+    ChaosProcesses,
+    PrivateRedis,
+    Producer,
+    duplicate_charges,
+    kling_request,
+    record_outcome,
+    settle,
+)
+from tests.integration.harness import Emulator, Rows
+from tests.support import queued_count, wait_until
+
+pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
+
+JOBS = 20
+RESTORING = re.compile(r"Restoring (\d+) unacknowledged message\(s\)")
+SOFT_SHUTDOWN_S = 2
+
+SHUTDOWNS = {
+    # plain SIGTERM: Celery's warm shutdown (running tasks finish, then the channel closes)
+    "warm": {},
+    # SIGTERM remapped to SIGQUIT: soft shutdown (running tasks get a time box), then cold shutdown
+    "soft": {"REMAP_SIGTERM": "SIGQUIT", "IMAGEJOBS_CELERY__SOFT_SHUTDOWN_TIMEOUT_S": str(SOFT_SHUTDOWN_S)},
+}
+
+
+@pytest.mark.parametrize("shutdown", list(SHUTDOWNS))
+def test_sigterm_restores_the_held_countdown_polls_and_they_finish(
+    shutdown: str,
+    postgres_url: str,
+    chaos_redis: PrivateRedis,
+    chaos_processes: ChaosProcesses,
+    rows_for: Any,
+    producer_for: Any,
+    emulator: Emulator,
+) -> None:
+    emulator.configure({"kling": {"latency": {"kind": "uniform", "low_s": 7.0, "high_s": 9.0}}})
+    stack = chaos_processes(postgres_url, **SHUTDOWNS[shutdown])
+    worker_a = stack.worker()
+    rows: Rows = rows_for(postgres_url)
+    producer: Producer = producer_for(rows, postgres_url)
+    job_ids = [producer.submit(kling_request(f"rolling {n}")) for n in range(JOBS)]
+
+    redis = Redis.from_url(chaos_redis.url)
+    try:
+
+        def polls_held_by_worker_a() -> bool:
+            jobs = rows.jobs(job_ids)
+            running = len(jobs) == JOBS and all(job.status == "running" for job in jobs)
+            queued = queued_count(redis, QueueName.POLL.value) + queued_count(redis, QueueName.SUBMIT.value)
+            return running and queued == 0
+
+        wait_until(polls_held_by_worker_a, timeout_s=30, interval_s=0.1, what="worker A to hold every poll")
+        stopping = time.monotonic()
+        worker_a.kill(signal.SIGTERM)
+        stopped_after = time.monotonic() - stopping
+        restored = sum(int(n) for n in RESTORING.findall(worker_a.output()))
+        running = sum(status == "running" for status in rows.statuses(job_ids).values())
+        back_in_redis = queued_count(redis, QueueName.POLL.value)
+    finally:
+        redis.close()
+    print(f"R3 {shutdown}: stopped in {stopped_after:.1f}s restored={restored} running={running} "
+          f"poll_messages_in_redis={back_in_redis}")  # fmt: skip
+    assert restored >= 1, f"worker A did not restore its messages:\n{worker_a.output()[-3000:]}"
+    # each running job has exactly one poll message waiting in Redis: the restored countdown (or, for a poll
+    # that was running at SIGTERM, the next link it published)
+    assert back_in_redis == running
+
+    stack.worker()  # worker B, and no beat: only the restored messages can finish the jobs
+    lost = settle(rows, job_ids, timeout_s=60)
+    outcome = record_outcome(
+        f"R3-{shutdown}",
+        submitted=JOBS,
+        terminal=JOBS - len(lost),
+        lost=len(lost),
+        duplicate_charges=duplicate_charges(rows, job_ids),
+        duplicate_webhook_events=0,
+    )
+    assert outcome.lost == 0, lost
+    assert set(rows.statuses(job_ids).values()) == {"succeeded"}
+    assert outcome.duplicate_charges == 0 and rows.count(CostEntry) == JOBS
+    assert emulator.stats()["kling"]["submits"] == JOBS
+    if shutdown == "soft":
+        assert "Initiating Soft Shutdown" in worker_a.output()
