@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from celery import Celery
 from kombu import Exchange, Queue
@@ -38,6 +38,18 @@ class Route:
     def queue(self, task: TaskName) -> str:
         base = TASK_QUEUES[task].value
         return f"{base}.{self.provider}" if task in (TaskName.SUBMIT_JOB, TaskName.POLL_JOB) else base
+
+
+class Routed(Protocol):
+    """Anything with a provider and a priority (a job row)."""
+
+    provider: str
+    priority: str
+
+
+def route_of(job: Routed) -> Route:
+    """The queues (the job's provider) and priority its messages go to."""
+    return Route(provider=job.provider, priority=Priority(job.priority))
 
 
 class TaskName(StrEnum):

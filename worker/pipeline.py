@@ -8,9 +8,7 @@ transition records cost, stores image rows, schedules the webhook and announces 
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,9 +25,10 @@ from shared.errors import (
     RateLimitedError,
     TransientProviderError,
 )
-from shared.jobs import TERMINAL, JobStatus, Priority
-from shared.queue import Route
+from shared.jobs import TERMINAL, JobStatus
+from shared.queue import route_of
 from shared.upstream_callbacks import callback_url
+from worker import admission as admission_
 from worker import channels, safety_poll
 from worker.latency import Completion, latency_key
 from worker.polling import clamp_to_deadline, next_poll_delay, with_profile
@@ -59,9 +58,9 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
             job_id, from_=from_, code=ErrorCode.TOO_MANY_ATTEMPTS, message="gave up after repeated attempts", rt=rt
         )
         return
-    admission = _admit(job, now=now, rt=rt)
+    admission = admission_.admit(job, now=now, rt=rt)
     if isinstance(admission, channels.Waiting):
-        _defer_submit(job, admission.wait_s, why=admission.why, rt=rt)
+        admission_.defer_submit(job, admission.wait_s, why=admission.why, rt=rt)
         return
     if isinstance(admission, channels.Refusing):
         fail_job(job_id, from_=from_, code=admission.code, message=admission.message, rt=rt)
@@ -82,52 +81,9 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
             channel=admission.channel,
         )
     if not claimed:
-        _after_lost_claim(job_id, admission.channel, rt=rt)
+        admission_.after_lost_claim(job_id, admission.channel, rt=rt)
         return
     _submit_claimed(job, _spec_of(job, attempt, rt=rt), channel=admission.channel, rt=rt)
-
-
-def _admit(job: Job, *, now: datetime, rt: Runtime) -> channels.Admission | None:
-    try:
-        return channels.admit(job, settings=rt.settings, limits=rt.limits, health=rt.health, now=now)
-    except RedisError:
-        log.warning("job %s: upstream limits unavailable (Redis); left for the sweeper", job.id, exc_info=True)
-        return None
-
-
-def _defer_submit(job: Job, wait_s: float, *, why: str, rt: Runtime) -> None:
-    """Back to the queue for about ``wait_s`` (jittered, so waiting jobs do not all ask again at once).
-
-    ``dispatched_at`` moves to when the message is due: the sweeper leaves the job alone meanwhile, and a
-    duplicate message of a job deferred a moment ago (its ``dispatched_at`` already ahead) ends here.
-    """
-    delay = _jittered(wait_s)
-    now = rt.clock()
-    with rt.session() as session, session.begin():
-        won = jobs_repo.touch_dispatch(
-            session=session,
-            job_id=job.id,
-            status=JobStatus(job.status),
-            not_since=now + timedelta(seconds=delay / 2),
-            now=now + timedelta(seconds=delay),
-        )
-    if won:
-        log.debug("job %s waits %.2fs: %s", job.id, delay, why)
-        rt.sender.submit(job.id, route=route_of(job), countdown_s=delay)
-
-
-def _jittered(wait_s: float) -> float:
-    """``wait_s`` stretched by up to half (at least 0.1 s, at most a minute)."""
-    return min(max(wait_s, 0.1) * random.uniform(1.0, 1.5), channels.MAX_WAIT_S)
-
-
-def _after_lost_claim(job_id: str, channel: str, *, rt: Runtime) -> None:
-    """Another worker moved the job on: the slots taken stay only if the job still uses this channel."""
-    with rt.session() as session:
-        job = session.get(Job, job_id)
-    if job is not None and job.status not in TERMINAL and job.channel == channel:
-        return
-    _release_slots(job.provider if job is not None else "", channel, job_id, rt=rt)
 
 
 def _claimable(job: Job, now: datetime) -> bool:
@@ -156,7 +112,7 @@ def _submit_claimed(job: Job, spec: JobSpec, *, channel: str, rt: Runtime) -> No
         _submit_failed(job, spec.attempt, exc, channel=channel, rt=rt)
         return
     if rt.health is not None:
-        with _tolerating_redis(job.id, "end the channel's failure streak"):
+        with admission_.tolerating_redis(job.id, "end the channel's failure streak"):
             rt.health.succeeded(job.provider, channel)
     if isinstance(submission, Completed):
         finish_job(job.id, from_=JobStatus.SUBMITTING, provider=job.provider, images=submission.images, rt=rt,
@@ -196,7 +152,7 @@ def _submit_failed(job: Job, attempt: int, error: ProviderError, *, channel: str
     pinned = fault is None or channels.may_have_reached_upstream(error)
     elsewhere = False
     if fault is not None:
-        with _tolerating_redis(job.id, "count a failure against its channel"):
+        with admission_.tolerating_redis(job.id, "count a failure against its channel"):
             if rt.health is not None:
                 retry_after = error.retry_after_s if isinstance(error, RateLimitedError) else None
                 rest = rt.health.failed(job.provider, channel, fault, code=error.code, retry_after_s=retry_after)
@@ -208,7 +164,7 @@ def _submit_failed(job: Job, attempt: int, error: ProviderError, *, channel: str
                 job.provider, channel, settings=rt.settings, health=rt.health
             )
     if not pinned:
-        _release_slots(job.provider, channel, job.id, rt=rt)  # the upstream has no task: nothing holds them
+        admission_.release_slots(job.provider, channel, job.id, rt=rt)  # the upstream has no task: nothing holds them
     if isinstance(error, TransientProviderError) or (elsewhere and fault == channels.Fault.CREDENTIAL):
         delay = 0.0 if elsewhere else None
         keep = channel if pinned else None
@@ -314,7 +270,7 @@ def _poll_token(job: Job, poll_count: int, *, rt: Runtime) -> bool:
     if isinstance(outcome, Granted):
         return True
     now = rt.clock()
-    delay = _jittered(outcome.wait_s or 0.0)
+    delay = admission_.jittered(outcome.wait_s or 0.0)
     with rt.session() as session, session.begin():
         won = jobs_repo.touch_poll(
             session=session, job_id=job.id, poll_count=poll_count, next_poll_at=now + timedelta(seconds=delay)
@@ -337,11 +293,6 @@ def _schedule_next_poll(job: Job, poll_count: int, *, minimum_s: float, rt: Runt
         )
     if won:
         rt.sender.poll(job.id, poll_count + 1, route=route_of(job), countdown_s=delay)
-
-
-def route_of(job: Job) -> Route:
-    """The queues (the job's provider) and priority its messages go to."""
-    return Route(provider=job.provider, priority=Priority(job.priority))
 
 
 def _policy_of(job: Job, *, rt: Runtime) -> PollingPolicy:
@@ -488,23 +439,7 @@ def _after_terminal(job_id: str, delivery: WebhookDelivery | None, *, rt: Runtim
         with rt.session() as session:
             job = session.get(Job, job_id)
         if job is not None and job.channel is not None:
-            _release_slots(job.provider, job.channel, job_id, rt=rt)
+            admission_.release_slots(job.provider, job.channel, job_id, rt=rt)
     rt.announce_done(job_id)
     if delivery is not None and delivery.id is not None:
         rt.sender.webhook(delivery.id)
-
-
-def _release_slots(provider: str, channel: str, job_id: str, *, rt: Runtime) -> None:
-    """Free the job's concurrency slots on ``channel`` (if Redis is unreachable they expire with the job's hold)."""
-    if rt.limits is not None:
-        with _tolerating_redis(job_id, "release its concurrency slots"):
-            rt.limits.release(provider, channel, job_id)
-
-
-@contextmanager
-def _tolerating_redis(job_id: str, what: str) -> Iterator[None]:
-    """Book-keeping in Redis never fails a job: a failure is logged and the step goes on."""
-    try:
-        yield
-    except RedisError:
-        log.warning("job %s: could not %s (Redis unreachable)", job_id, what, exc_info=True)

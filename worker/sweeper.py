@@ -15,7 +15,8 @@ from shared.db import jobs_repo
 from shared.db.tables import Job
 from shared.errors import ErrorCode
 from shared.jobs import JobStatus
-from worker.pipeline import fail_job, route_of
+from shared.queue import route_of
+from worker.pipeline import fail_job
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
