@@ -25,7 +25,7 @@ from shared.db.tables import Job, utcnow
 from shared.egress import EgressPolicy, refusal_reason
 from shared.errors import InvalidRequestError
 from shared.jobs import ImageRequest, Priority
-from shared.queue import Route
+from shared.queue import Route, route_of
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def enqueue_job(
             raise
         return Enqueued(job=existing, created=False)
     try:
-        sender.submit(job.id, route=Route(provider=job.provider, priority=Priority(job.priority)))
+        sender.submit(job.id, route=route_of(job))
     except (KombuError, RedisError, OSError):
         log.warning("job %s committed but its submit task was not published; the sweeper will re-send it", job.id)
     return Enqueued(job=job, created=True)

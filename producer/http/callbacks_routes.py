@@ -31,8 +31,8 @@ from producer.http.context import ApiContext, api_context
 from producer.http.errors import ApiError
 from shared.db import jobs_repo
 from shared.db.tables import Job, utcnow
-from shared.jobs import TERMINAL, JobStatus, Priority
-from shared.queue import Route
+from shared.jobs import TERMINAL, JobStatus
+from shared.queue import Route, route_of
 from shared.upstream_callbacks import CALLBACK_PROVIDERS, ROUTE_PREFIX, token_is_valid
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def react_to_callback(
             raise ApiError(404, "No such task.", code="not_found")
         if job.status in TERMINAL:
             return Action.ALREADY_FINISHED
-        route = Route(provider=job.provider, priority=Priority(job.priority))
+        route = route_of(job)
         if job.status != JobStatus.RUNNING:
             sender.poll(job_id, 0, route=route, countdown_s=EARLY_POLL_S)
             return Action.EARLY_POLL_SENT
