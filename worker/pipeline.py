@@ -357,7 +357,7 @@ def finish_job(
         )
     now = rt.clock()
     with rt.session() as session, session.begin():
-        won, delivery = _end(
+        ended, delivery = _end(
             session,
             job_id,
             from_=from_,
@@ -367,13 +367,13 @@ def finish_job(
             when_poll_count=when_poll_count,
             **changes,
         )
-        if won:
-            job = jobs_repo.get_job(session=session, job_id=job_id)
+        if ended is not None:
             jobs_repo.add_images(session=session, images=stored)
-            jobs_repo.record_cost(session=session, job=job, quantity=len(stored))
-    if won:
-        _after_terminal(job_id, delivery, rt=rt)
-    return won
+            jobs_repo.record_cost(session=session, job=ended, quantity=len(stored))
+    if ended is None:
+        return False
+    _after_terminal(ended, delivery, rt=rt)
+    return True
 
 
 def fail_job(
@@ -390,7 +390,7 @@ def fail_job(
     """``from_ → failed | timed_out`` with a normalised error code; no cost is recorded."""
     now = rt.clock()
     with rt.session() as session, session.begin():
-        won, delivery = _end(
+        ended, delivery = _end(
             session,
             job_id,
             from_=from_,
@@ -402,10 +402,11 @@ def fail_job(
             error_message=message[:1000],
             **changes,
         )
-    if won:
-        log.info("job %s %s → %s (%s)", job_id, from_, to, code)
-        _after_terminal(job_id, delivery, rt=rt)
-    return won
+    if ended is None:
+        return False
+    log.info("job %s %s → %s (%s)", job_id, from_, to, code)
+    _after_terminal(ended, delivery, rt=rt)
+    return True
 
 
 def fail_job_wherever(job_id: str, *, code: str, message: str, rt: Runtime, to: JobStatus = JobStatus.FAILED) -> bool:
@@ -427,19 +428,18 @@ def _end(
     detail: str,
     when_poll_count: int | None,
     **changes: Any,
-) -> tuple[bool, WebhookDelivery | None]:
+) -> tuple[Job | None, WebhookDelivery | None]:
+    """The terminal compare-and-set; the winner also gets the ended row (already loaded by ``end_job``)."""
     when = col(Job.poll_count) == when_poll_count if when_poll_count is not None else None
-    return jobs_repo.end_job(
+    won, delivery = jobs_repo.end_job(
         session=session, job_id=job_id, from_=from_, to=to, now=now, detail=detail, when=when, **changes
     )
+    return (session.get(Job, job_id) if won else None), delivery
 
 
-def _after_terminal(job_id: str, delivery: WebhookDelivery | None, *, rt: Runtime) -> None:
-    if rt.limits is not None:  # the job's upstream task is over: its concurrency slots are free
-        with rt.session() as session:
-            job = session.get(Job, job_id)
-        if job is not None and job.channel is not None:
-            admission_.release_slots(job.provider, job.channel, job_id, rt=rt)
-    rt.announce_done(job_id)
+def _after_terminal(job: Job, delivery: WebhookDelivery | None, *, rt: Runtime) -> None:
+    if job.channel is not None:  # the job's upstream task is over: its concurrency slots are free
+        admission_.release_slots(job.provider, job.channel, job.id, rt=rt)
+    rt.announce_done(job.id)
     if delivery is not None and delivery.id is not None:
         rt.sender.webhook(delivery.id)
