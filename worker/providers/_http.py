@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import TransientProviderError, UnexpectedResponseError
+from shared.errors import ProviderError, TransientProviderError, UnexpectedResponseError
 
 M = TypeVar("M", bound=BaseModel)
+#: an adapter's mapping of a non-200 answer onto our error tree
+ErrorFor = Callable[[httpx.Response], ProviderError]
 
 
 def make_client(*, base_url: str, timeout_s: float, max_connections: int = 32) -> httpx.Client:
@@ -53,6 +55,29 @@ def parse_model(model: type[M], data: Any, *, provider: str) -> M:
         raise UnexpectedResponseError(
             f"{provider} answered an unexpected shape: {exc.error_count()} problem(s)", provider=provider
         ) from exc
+
+
+def call(
+    http: httpx.Client, method: str, url: str, model: type[M], *, provider: str, error_for: ErrorFor, **kwargs: Any
+) -> M:
+    """One request whose only good answer is HTTP 200 with a JSON body of ``model``'s shape.
+
+    Transport failures are transient; any other status is raised as ``error_for(response)``; a body that is
+    not JSON or not of ``model``'s shape is an ``UnexpectedResponseError``.
+    """
+    with map_transport_errors(provider):
+        response = http.request(method, url, **kwargs)
+    if response.status_code != 200:
+        raise error_for(response)
+    return parse_model(model, json_body(response, provider=provider), provider=provider)
+
+
+def error_body(response: httpx.Response, model: type[M], fallback: Callable[[str], M]) -> M:
+    """An error answer's body as ``model``; when it is not JSON of that shape, ``fallback(first 200 characters)``."""
+    try:
+        return model.model_validate(response.json())
+    except ValueError:  # not JSON, or pydantic's ValidationError (a ValueError)
+        return fallback(response.text[:200])
 
 
 def retry_after_s(response: httpx.Response) -> float | None:

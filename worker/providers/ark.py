@@ -11,8 +11,6 @@ others are kept.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any, Literal
 
 import httpx
@@ -30,7 +28,8 @@ from shared.errors import (
     UpstreamRejectedError,
 )
 from worker.inputs import ImageLoader, InputImageError
-from worker.providers._http import json_body, make_client, map_transport_errors, parse_model, retry_after_s
+from worker.providers._http import call, error_body, make_client, retry_after_s
+from worker.providers._images import decode_base64
 from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
 
 NAME = "ark"
@@ -126,11 +125,16 @@ class ArkProvider:
 
     def submit(self, spec: JobSpec) -> Submission:
         body = self._request(spec).model_dump(exclude_none=True)
-        with map_transport_errors(NAME):
-            response = self._http.post(GENERATIONS_PATH, json=body, headers=self._auth)
-        if response.status_code != 200:
-            raise _error_for(response)
-        parsed = parse_model(ArkImagesResponse, json_body(response, provider=NAME), provider=NAME)
+        parsed = call(
+            self._http,
+            "POST",
+            GENERATIONS_PATH,
+            ArkImagesResponse,
+            provider=NAME,
+            error_for=_error_for,
+            json=body,
+            headers=self._auth,
+        )
         served = parsed.model if parsed.model and parsed.model != spec.upstream_model else None
         return Completed(images=_result_images(parsed), served_model=served)
 
@@ -192,10 +196,7 @@ def _result_images(parsed: ArkImagesResponse) -> tuple[ResultImage, ...]:
     failed: list[ArkError] = []
     for item in parsed.data:
         if item.b64_json is not None:
-            try:
-                images.append(ResultImage(data=base64.b64decode(item.b64_json, validate=True)))
-            except binascii.Error:
-                raise UnexpectedResponseError("Ark answered invalid base64 image data", provider=NAME) from None
+            images.append(ResultImage(data=decode_base64(item.b64_json, provider=NAME, label="Ark")))
         elif item.url is not None:
             images.append(ResultImage(url=item.url))
         elif item.error is not None:
@@ -211,10 +212,7 @@ def _result_images(parsed: ArkImagesResponse) -> tuple[ResultImage, ...]:
 
 
 def _error_for(response: httpx.Response) -> ProviderError:
-    try:
-        error = ArkErrorBody.model_validate(response.json()).error
-    except ValueError:
-        error = ArkError(message=response.text[:200])
+    error = error_body(response, ArkErrorBody, lambda text: ArkErrorBody(error=ArkError(message=text))).error
     return _classify(error, status=response.status_code, retry_after=retry_after_s(response))
 
 

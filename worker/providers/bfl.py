@@ -35,7 +35,8 @@ from shared.errors import (
     UpstreamRejectedError,
 )
 from worker.inputs import ImageLoader
-from worker.providers._http import json_body, make_client, map_transport_errors, parse_model, retry_after_s
+from worker.providers._http import call, error_body, make_client, retry_after_s
+from worker.providers._images import raw_base64
 from worker.providers.base import Accepted, JobSpec, PollResult, ResultImage, Submission, UpstreamState
 
 NAME = "bfl"
@@ -120,25 +121,30 @@ class BflProvider:
         body = self._body(spec)
         if spec.callback_url is not None:
             body["webhook_url"] = spec.callback_url  # BFL calls it when the task ends (payload UNVERIFIED)
-        with map_transport_errors(NAME):
-            response = self._http.post(f"/v1/{spec.upstream_model}", json=body, headers=self._auth)
-        if response.status_code != 200:
-            raise _error_for(response)
-        submitted = parse_model(BflSubmitted, json_body(response, provider=NAME), provider=NAME)
+        submitted = call(
+            self._http,
+            "POST",
+            f"/v1/{spec.upstream_model}",
+            BflSubmitted,
+            provider=NAME,
+            error_for=_error_for,
+            json=body,
+            headers=self._auth,
+        )
         polling_url = submitted.polling_url
         if polling_url and len(polling_url) <= MAX_UPSTREAM_ID and self._trusted(polling_url):
             return Accepted(upstream_id=polling_url)
         return Accepted(upstream_id=submitted.id)
 
     def poll(self, upstream_id: str) -> PollResult:
-        with map_transport_errors(NAME):
-            if upstream_id.startswith(("http://", "https://")):
-                response = self._http.get(upstream_id, headers=self._auth)
-            else:
-                response = self._http.get(GET_RESULT_PATH, params={"id": upstream_id}, headers=self._auth)
-        if response.status_code != 200:
-            raise _error_for(response)
-        return _to_poll_result(parse_model(BflResult, json_body(response, provider=NAME), provider=NAME))
+        if upstream_id.startswith(("http://", "https://")):
+            url, params = upstream_id, None
+        else:
+            url, params = GET_RESULT_PATH, {"id": upstream_id}
+        task = call(
+            self._http, "GET", url, BflResult, provider=NAME, error_for=_error_for, params=params, headers=self._auth
+        )
+        return _to_poll_result(task)
 
     def close(self) -> None:
         self._http.close()
@@ -169,7 +175,7 @@ class BflProvider:
         """Raw base64 for fields that take no URLs (a URL is fetched through the input-image loader)."""
         if image.startswith(("http://", "https://")) and self._images is not None:
             return self._images.load(image).base64()
-        return _raw_base64(image)
+        return raw_base64(image)
 
     def _trusted(self, url: str) -> bool:
         """Whether our key may be sent to ``url``: the API's own host, or one under the same domain."""
@@ -198,13 +204,6 @@ def _field_of(loc: list[str | int]) -> str:
     return ".".join(parts) or "body"
 
 
-def _raw_base64(image: str) -> str:
-    """BFL takes URLs or raw base64; a data URI loses its ``data:…;base64,`` prefix."""
-    if image.startswith("data:") and "," in image:
-        return image.split(",", 1)[1]
-    return image
-
-
 def _input_images(first: Any, references: Any) -> dict[str, str]:
     """``input_image``, ``input_image_2`` … ``input_image_8`` from the single image and the list."""
     images = ([first] if isinstance(first, str) else []) + (
@@ -216,7 +215,7 @@ def _input_images(first: Any, references: Any) -> dict[str, str]:
             provider=NAME,
         )
     names = ["input_image", *(f"input_image_{i}" for i in range(2, MAX_INPUT_IMAGES + 1))]
-    return {name: _raw_base64(image) for name, image in zip(names, images, strict=False)}
+    return {name: raw_base64(image) for name, image in zip(names, images, strict=False)}
 
 
 def _parse_size(size: str) -> tuple[int, int]:
@@ -281,10 +280,7 @@ def _reasons(details: Any) -> str:
 def _error_for(response: httpx.Response) -> ProviderError:
     """HTTP answers other than 200 mapped onto our error tree (reference §5.4–5.5)."""
     status = response.status_code
-    try:
-        body = BflErrorBody.model_validate(response.json())
-    except ValueError:
-        body = BflErrorBody(message=response.text[:200])
+    body = error_body(response, BflErrorBody, lambda text: BflErrorBody(message=text))
     message = f"BFL {status}: {body.describe()}"
     if status in (401, 403):
         return ProviderAuthError(message, provider=NAME)

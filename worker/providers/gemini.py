@@ -15,8 +15,6 @@ the model supports); ``aspectRatio`` and ``imageSize`` (sent as they are; ``aspe
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import math
 import re
@@ -24,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from shared.config import GeminiSettings
@@ -40,7 +38,8 @@ from shared.errors import (
     UpstreamRejectedError,
 )
 from worker.inputs import ImageLoader
-from worker.providers._http import json_body, make_client, map_transport_errors, parse_model, retry_after_s
+from worker.providers._http import call, error_body, make_client, retry_after_s
+from worker.providers._images import decode_base64
 from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
 
 NAME = "gemini"
@@ -206,11 +205,16 @@ class GeminiProvider:
 
     def _generate_one(self, path: str, body: dict[str, Any]) -> ResultImage:
         """One upstream call: its final image, or a ``ProviderError``."""
-        with map_transport_errors(NAME):
-            response = self._http.post(path, json=body, headers=self._auth)
-        if response.status_code != 200:
-            raise _error_for(response)
-        parsed = parse_model(GenerateContentResponse, json_body(response, provider=NAME), provider=NAME)
+        parsed = call(
+            self._http,
+            "POST",
+            path,
+            GenerateContentResponse,
+            provider=NAME,
+            error_for=_error_for,
+            json=body,
+            headers=self._auth,
+        )
         return _final_image(parsed)
 
     def _try_generate_one(self, path: str, body: dict[str, Any]) -> ResultImage | ProviderError:
@@ -268,21 +272,13 @@ def _final_image(response: GenerateContentResponse) -> ResultImage:
     parts = candidate.content.parts if candidate.content is not None else []
     images = [part.inline_data for part in parts if part.inline_data is not None and not part.thought]
     if images:
-        return ResultImage(data=_decode(images[-1].data))
+        return ResultImage(data=decode_base64(images[-1].data, provider=NAME, label="Gemini", lenient=True))
     reason = candidate.finish_reason or "unknown"
     said = candidate.finish_message or " ".join(part.text for part in parts if part.text and not part.thought)
     detail = f": {said[:300]}" if said else ""
     if reason in POLICY_REASONS:
         raise ContentPolicyError(f"Gemini withheld the image ({reason}){detail}", provider=NAME)
     raise PermanentProviderError(f"Gemini answered without an image (finishReason {reason}){detail}", provider=NAME)
-
-
-def _decode(data: str) -> bytes:
-    try:
-        text = "".join(data.split())
-        return base64.b64decode(text, altchars=b"-_" if ("-" in text or "_" in text) else None, validate=True)
-    except (binascii.Error, ValueError):
-        raise UnexpectedResponseError("Gemini answered invalid base64 image data", provider=NAME) from None
 
 
 def _detail_types(error: GoogleRpcStatus, suffix: str) -> list[dict[str, Any]]:
@@ -317,10 +313,9 @@ def _is_bad_api_key(error: GoogleRpcStatus) -> bool:
 def _error_for(response: httpx.Response) -> ProviderError:
     """Google RPC status (reference §2.6) mapped onto our error tree."""
     status = response.status_code
-    try:
-        error = GoogleErrorBody.model_validate(response.json()).error
-    except (ValueError, ValidationError):
-        error = GoogleRpcStatus(code=status, message=response.text[:200])
+    error = error_body(
+        response, GoogleErrorBody, lambda text: GoogleErrorBody(error=GoogleRpcStatus(code=status, message=text))
+    ).error
     message = f"Gemini {status} {error.status or 'error'}: {error.message or 'no message'}"
     if status in (401, 403) or (status == 400 and _is_bad_api_key(error)):
         return ProviderAuthError(message, provider=NAME)

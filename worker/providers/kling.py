@@ -44,6 +44,7 @@ from shared.errors import (
 )
 from worker.inputs import ImageLoader
 from worker.providers._http import json_body, make_client, map_transport_errors, parse_model, retry_after_s
+from worker.providers._images import raw_base64
 from worker.providers.base import Accepted, JobSpec, PollResult, ResultImage, Submission, UpstreamState
 
 NAME = "kling"
@@ -54,15 +55,8 @@ _POLICY_WORDS = ("risk", "policy", "sensitive", "moderat", "security")
 _IMAGE_PARAMS = ("image", "image_urls", "images")
 
 
-def _raw_base64(image: str) -> str:
-    """Kling takes URLs or raw base64 without the ``data:`` prefix."""
-    if image.startswith("data:") and "," in image:
-        return image.split(",", 1)[1]
-    return image
-
-
-#: an input image as Kling takes it
-ImageRef = Annotated[str, AfterValidator(_raw_base64)]
+#: an input image as Kling takes it: a URL or raw base64 (a data URI loses its ``data:`` prefix)
+ImageRef = Annotated[str, AfterValidator(raw_base64)]
 
 
 # -- request models -----------------------------------------------------------------------------------------

@@ -15,8 +15,6 @@ upstream that still serves it) gets the parameters unchanged, with ``response_fo
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 from typing import Any, Literal, TypeVar
 
@@ -38,7 +36,8 @@ from shared.errors import (
 )
 from shared.jobs import JsonObject
 from worker.inputs import ImageLoader, InputImage, InputImageError
-from worker.providers._http import json_body, make_client, map_transport_errors, parse_model, retry_after_s
+from worker.providers._http import call, error_body, make_client, retry_after_s
+from worker.providers._images import decode_base64
 from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
 
 NAME = "openai"
@@ -137,14 +136,13 @@ class OpenAIImagesProvider:
         if _is_dalle(spec.upstream_model):
             params = _dalle_params(params, served_by=model)
         if refs:
-            response = self._edit(model, params, refs, mask)
+            parsed = self._edit(model, params, refs, mask)
         elif mask is not None:
             raise UpstreamRejectedError("OpenAI: 'mask' needs an input image to edit", provider=NAME)
         else:
             params.pop("input_fidelity", None)  # an edit parameter; nothing to match without input images
             body = _request(GenerationRequest, model, params).model_dump(exclude_none=True)
-            response = self._post(GENERATIONS_PATH, json=body)
-        parsed = parse_model(ImagesResponse, json_body(response, provider=NAME), provider=NAME)
+            parsed = self._post(GENERATIONS_PATH, json=body)
         images = tuple(_to_result_image(image) for image in parsed.data)
         if not images:
             raise UnexpectedResponseError("OpenAI answered without images", provider=NAME)
@@ -159,7 +157,7 @@ class OpenAIImagesProvider:
     def _serving_model(self, upstream_model: str) -> str:
         return self._dalle_replacement if _is_dalle(upstream_model) and self._dalle_replacement else upstream_model
 
-    def _edit(self, model: str, params: JsonObject, refs: list[str], mask: object) -> httpx.Response:
+    def _edit(self, model: str, params: JsonObject, refs: list[str], mask: object) -> ImagesResponse:
         params.pop("moderation", None)  # not an edit parameter upstream (edits are moderated at `auto`)
         request = _request(EditRequest, model, params)
         if self._images is None:
@@ -170,12 +168,10 @@ class OpenAIImagesProvider:
             files.append(_upload(self._images.load(mask), "mask", 0, png_only=True))
         return self._post(EDITS_PATH, data=request.form_fields(), files=files)
 
-    def _post(self, path: str, **content: Any) -> httpx.Response:
-        with map_transport_errors(NAME):
-            response = self._http.post(path, headers=self._auth, **content)
-        if response.status_code != 200:
-            raise _error_for(response)
-        return response
+    def _post(self, path: str, **content: Any) -> ImagesResponse:
+        return call(
+            self._http, "POST", path, ImagesResponse, provider=NAME, error_for=_error_for, headers=self._auth, **content
+        )
 
 
 def _is_dalle(model: str) -> bool:
@@ -237,10 +233,7 @@ def _to_png(data: bytes) -> bytes:
 
 def _to_result_image(image: OpenAIImage) -> ResultImage:
     if image.b64_json is not None:
-        try:
-            return ResultImage(data=base64.b64decode(image.b64_json, validate=True))
-        except binascii.Error:
-            raise UnexpectedResponseError("OpenAI answered invalid base64 image data", provider=NAME) from None
+        return ResultImage(data=decode_base64(image.b64_json, provider=NAME, label="OpenAI"))
     if image.url is not None:
         return ResultImage(url=image.url)
     raise UnexpectedResponseError("OpenAI answered an image with neither b64_json nor url", provider=NAME)
@@ -249,10 +242,7 @@ def _to_result_image(image: OpenAIImage) -> ResultImage:
 def _error_for(response: httpx.Response) -> ProviderError:
     """OpenAI's statuses and error codes (reference §1.6) mapped onto our error tree."""
     status = response.status_code
-    try:
-        error = OpenAIErrorBody.model_validate(response.json()).error
-    except ValueError:
-        error = OpenAIError(message=response.text[:200])
+    error = error_body(response, OpenAIErrorBody, lambda text: OpenAIErrorBody(error=OpenAIError(message=text))).error
     message = _describe(status, error)
     if status in (401, 403):
         return ProviderAuthError(message, provider=NAME)
