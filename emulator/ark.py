@@ -17,14 +17,16 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
 from emulator.ark_params import ArkImageRequest, ArkParamError, parse_image_request
-from emulator.knobs import Knobs, sample_latency
-from emulator.markers import GARBAGE_HTML, Markers, parse_markers
+from emulator.faults import front_door, generation_time
+from emulator.knobs import Knobs
+from emulator.markers import Markers, parse_markers
 from emulator.render import render_image, render_png_cached
 
 PATH = "/api/v3/images/generations"
@@ -132,7 +134,7 @@ class ArkEmulator:
         markers = parse_markers(params.prompt)
         if (rejection := self._front_door(markers, request_id)) is not None:
             return rejection
-        await asyncio.sleep(self._latency(markers))
+        await asyncio.sleep(generation_time(markers, self.knobs.config.ark.latency, self.knobs.rng, hang_s=HANG_S))
         if markers.fail or self.knobs.chance(self.knobs.config.ark.failure_rate):
             return ark_error(500, "InternalServiceError", SERVER_ERROR, request_id=request_id)
         if markers.moderated_async and params.count == 1:
@@ -145,27 +147,17 @@ class ArkEmulator:
 
     def _front_door(self, markers: Markers, request_id: str) -> Response | None:
         """Faults decided before generating: markers first, then the random rates."""
-        knobs = self.knobs.config.ark
-        if markers.moderated:
-            return ark_error(400, "InputTextSensitiveContentDetected", TEXT_MODERATED, request_id=request_id)
-        if markers.rate_limited:
-            return ark_error(429, "RateLimitExceeded.EndpointRPMExceeded", RATE_LIMITED, request_id=request_id)
-        if markers.quota:
-            return ark_error(403, "AccountOverdueError", OVERDUE, request_id=request_id)
-        if markers.server_error or self.knobs.chance(knobs.error_rate):
-            return ark_error(500, "InternalServiceError", SERVER_ERROR, request_id=request_id)
-        if markers.garbage:
-            return HTMLResponse(GARBAGE_HTML, status_code=200)
-        if self.knobs.chance(knobs.rate_limit_rate):
-            return ark_error(429, "RateLimitExceeded.EndpointRPMExceeded", RATE_LIMITED, request_id=request_id)
-        return None
-
-    def _latency(self, markers: Markers) -> float:
-        if markers.hang:
-            return HANG_S
-        if markers.latency_s is not None:
-            return markers.latency_s
-        return sample_latency(self.knobs.config.ark.latency, self.knobs.rng)
+        error = partial(ark_error, request_id=request_id)
+        return front_door(
+            self.knobs,
+            self.knobs.config.ark,
+            markers,
+            blocked=markers.moderated,
+            on_blocked=partial(error, 400, "InputTextSensitiveContentDetected", TEXT_MODERATED),
+            on_rate_limited=partial(error, 429, "RateLimitExceeded.EndpointRPMExceeded", RATE_LIMITED),
+            on_quota=partial(error, 403, "AccountOverdueError", OVERDUE),
+            on_server_error=partial(error, 500, "InternalServiceError", SERVER_ERROR),
+        )
 
     def _images_response(self, request: Request, params: ArkImageRequest, *, moderate_last: bool) -> dict[str, Any]:
         """The generated group; with ``moderate_last`` its last image failed output moderation (the rest is kept)."""

@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
 from emulator import bfl_callbacks
 from emulator.bfl_params import ENDPOINTS, BflParamError, BflRequest, parse_submit
@@ -41,8 +41,9 @@ from emulator.bfl_tasks import (
     TooManyActiveTasksError,
 )
 from emulator.callbacks import CallbackSender
-from emulator.knobs import Knobs, sample_latency
-from emulator.markers import GARBAGE_HTML, Markers, parse_markers
+from emulator.faults import front_door, generation_time
+from emulator.knobs import Knobs
+from emulator.markers import Markers, parse_markers
 from emulator.render import ImageFormat, render_image
 
 RESULT_TTL_S = 600.0
@@ -160,7 +161,7 @@ class BflEmulator:
             task_id=str(uuid.uuid4()),
             request=params,
             created_at=now,
-            latency_s=self._latency(markers),
+            latency_s=generation_time(markers, self.knobs.config.bfl.latency, self.knobs.rng, hang_s=math.inf),
             outcome=self._outcome(markers),
         )
         try:
@@ -190,29 +191,22 @@ class BflEmulator:
 
     def _front_door(self, markers: Markers) -> Response | None:
         """Faults decided at submit time: markers first, then the random rates."""
-        knobs = self.knobs.config.bfl
-        if markers.moderated:
+        return front_door(
+            self.knobs,
+            self.knobs.config.bfl,
+            markers,
+            blocked=markers.moderated,
             # BFL reports flagged input as the poll status `Request Moderated`; this synchronous pre-check
             # stands for an input filter that refuses at the door (shape UNVERIFIED, see README).
-            return detail(400, "Request Moderated: the prompt or input image was flagged by the safety filter.")
-        if markers.rate_limited:
-            return detail(429, "Rate limit exceeded, please retry later.", headers={"retry-after": "1"})
-        if markers.quota:
-            return detail(402, "Insufficient credits. Add credits to your account to continue.")
-        if markers.server_error or self.knobs.chance(knobs.error_rate):
-            return detail(500, "Internal Server Error")
-        if markers.garbage:
-            return HTMLResponse(GARBAGE_HTML, status_code=200)
-        if self.knobs.chance(knobs.rate_limit_rate):
-            return detail(429, "Rate limit exceeded, please retry later.", headers={"retry-after": "1"})
-        return None
-
-    def _latency(self, markers: Markers) -> float:
-        if markers.hang:
-            return math.inf
-        if markers.latency_s is not None:
-            return markers.latency_s
-        return sample_latency(self.knobs.config.bfl.latency, self.knobs.rng)
+            on_blocked=lambda: detail(
+                400, "Request Moderated: the prompt or input image was flagged by the safety filter."
+            ),
+            on_rate_limited=lambda: detail(
+                429, "Rate limit exceeded, please retry later.", headers={"retry-after": "1"}
+            ),
+            on_quota=lambda: detail(402, "Insufficient credits. Add credits to your account to continue."),
+            on_server_error=lambda: detail(500, "Internal Server Error"),
+        )
 
     def _outcome(self, markers: Markers) -> Outcome:
         if markers.moderated_async:

@@ -18,11 +18,12 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
+from emulator.faults import front_door, generation_time
 from emulator.gemini_params import GeminiImageRequest, GeminiParamError, parse_generate_request
-from emulator.knobs import Knobs, sample_latency
-from emulator.markers import GARBAGE_HTML, Markers, parse_markers
+from emulator.knobs import Knobs
+from emulator.markers import Markers, parse_markers
 from emulator.render import ImageFormat, render_image
 
 HANG_S = 3600.0
@@ -148,7 +149,7 @@ class GeminiEmulator:
         markers = parse_markers(params.prompt)
         if (rejection := self._front_door(params, markers)) is not None:
             return rejection
-        await asyncio.sleep(self._latency(markers))
+        await asyncio.sleep(generation_time(markers, self.knobs.config.gemini.latency, self.knobs.rng, hang_s=HANG_S))
         if markers.fail or self.knobs.chance(self.knobs.config.gemini.failure_rate):
             return _overloaded()
         if markers.moderated:
@@ -179,27 +180,16 @@ class GeminiEmulator:
 
     def _front_door(self, params: GeminiImageRequest, markers: Markers) -> Response | None:
         """Faults decided before generating: markers first, then the random rates."""
-        knobs = self.knobs.config.gemini
-        if markers.moderated_async:
-            return JSONResponse(self._prompt_blocked(params))
-        if markers.rate_limited:
-            return _rate_limited(params.model_id)
-        if markers.quota:
-            return _quota_exhausted(params.model_id, per="Day", limit=250, retry_s=3600)
-        if markers.server_error or self.knobs.chance(knobs.error_rate):
-            return _server_error()
-        if markers.garbage:
-            return HTMLResponse(GARBAGE_HTML, status_code=200)
-        if self.knobs.chance(knobs.rate_limit_rate):
-            return _rate_limited(params.model_id)
-        return None
-
-    def _latency(self, markers: Markers) -> float:
-        if markers.hang:
-            return HANG_S
-        if markers.latency_s is not None:
-            return markers.latency_s
-        return sample_latency(self.knobs.config.gemini.latency, self.knobs.rng)
+        return front_door(
+            self.knobs,
+            self.knobs.config.gemini,
+            markers,
+            blocked=markers.moderated_async,
+            on_blocked=lambda: JSONResponse(self._prompt_blocked(params)),
+            on_rate_limited=lambda: _rate_limited(params.model_id),
+            on_quota=lambda: _quota_exhausted(params.model_id, per="Day", limit=250, retry_s=3600),
+            on_server_error=_server_error,
+        )
 
     def _usage(self, params: GeminiImageRequest, *, images_out: int) -> dict[str, Any]:
         text_tokens = max(1, len(params.prompt) // 4)

@@ -27,6 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from emulator import kling_callbacks, kling_expand, kling_multi_image, kling_omni, kling_try_on
 from emulator.callbacks import CallbackSender
+from emulator.faults import generation_time
 from emulator.kling_auth import check_kling_auth
 from emulator.kling_params import KlingImageRequest, KlingParamError, parse_submit
 from emulator.kling_tasks import (
@@ -37,7 +38,7 @@ from emulator.kling_tasks import (
     KlingTask,
     TaskStore,
 )
-from emulator.knobs import Knobs, sample_latency
+from emulator.knobs import Knobs
 from emulator.markers import GARBAGE_HTML, Markers, parse_markers
 from emulator.render import render_png_cached
 
@@ -226,7 +227,7 @@ class KlingEmulator:
             task_id=str(uuid.uuid4()),
             request=params,
             created_at=now,
-            latency_s=self._latency(markers),
+            latency_s=generation_time(markers, self.knobs.config.kling.latency, self.knobs.rng, hang_s=math.inf),
             failure_msg=self._failure(markers),
         )
         try:
@@ -276,13 +277,6 @@ class KlingEmulator:
         if self.knobs.chance(knobs.rate_limit_rate):
             return envelope(429, 1302, "request too fast, please slow down")
         return None
-
-    def _latency(self, markers: Markers) -> float:
-        if markers.hang:
-            return math.inf
-        if markers.latency_s is not None:
-            return markers.latency_s
-        return sample_latency(self.knobs.config.kling.latency, self.knobs.rng)
 
     def _failure(self, markers: Markers) -> str | None:
         if markers.moderated_async:

@@ -24,10 +24,11 @@ from collections import OrderedDict
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
-from emulator.knobs import Knobs, sample_latency
-from emulator.markers import GARBAGE_HTML, Markers, parse_markers
+from emulator.faults import front_door, generation_time
+from emulator.knobs import Knobs
+from emulator.markers import Markers, parse_markers
 from emulator.openai_edits import check_edit_files, read_edit_form
 from emulator.openai_params import (
     DALL_E_2,
@@ -66,6 +67,11 @@ def openai_error(
 def _server_error() -> JSONResponse:
     message = "The server had an error while processing your request. Sorry about that!"
     return openai_error(500, message, type_="server_error", headers=_NO_RETRY)
+
+
+def _quota_exceeded() -> JSONResponse:
+    message = "You exceeded your current quota, please check your plan and billing details."
+    return openai_error(429, message, type_="insufficient_quota", code="insufficient_quota", headers=_NO_RETRY)
 
 
 def _rate_limited(model: str) -> JSONResponse:
@@ -191,7 +197,7 @@ class OpenAIEmulator:
         markers = parse_markers(params.prompt)
         if (rejection := self._front_door(markers, params)) is not None:
             return rejection
-        await asyncio.sleep(self._latency(markers))
+        await asyncio.sleep(generation_time(markers, self.knobs.config.openai.latency, self.knobs.rng, hang_s=HANG_S))
         if markers.moderated_async:
             return _safety_block(params, "output")
         if markers.fail or self.knobs.chance(self.knobs.config.openai.failure_rate):
@@ -221,28 +227,16 @@ class OpenAIEmulator:
 
     def _front_door(self, markers: Markers, params: OpenAIImageRequest) -> Response | None:
         """Faults decided before generating: markers first, then the random rates."""
-        knobs = self.knobs.config.openai
-        if markers.moderated:
-            return _safety_block(params, "input")
-        if markers.rate_limited:
-            return _rate_limited(params.model)
-        if markers.quota:
-            message = "You exceeded your current quota, please check your plan and billing details."
-            return openai_error(429, message, type_="insufficient_quota", code="insufficient_quota", headers=_NO_RETRY)
-        if markers.server_error or self.knobs.chance(knobs.error_rate):
-            return _server_error()
-        if markers.garbage:
-            return HTMLResponse(GARBAGE_HTML, status_code=200)
-        if self.knobs.chance(knobs.rate_limit_rate):
-            return _rate_limited(params.model)
-        return None
-
-    def _latency(self, markers: Markers) -> float:
-        if markers.hang:
-            return HANG_S
-        if markers.latency_s is not None:
-            return markers.latency_s
-        return sample_latency(self.knobs.config.openai.latency, self.knobs.rng)
+        return front_door(
+            self.knobs,
+            self.knobs.config.openai,
+            markers,
+            blocked=markers.moderated,
+            on_blocked=lambda: _safety_block(params, "input"),
+            on_rate_limited=lambda: _rate_limited(params.model),
+            on_quota=_quota_exceeded,
+            on_server_error=_server_error,
+        )
 
     def _images_response(
         self, request: Request, params: OpenAIImageRequest, result_id: str, input_images: int
