@@ -9,13 +9,11 @@ own ids. The machine's shared services are never touched. The session emulator a
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,24 +27,23 @@ from producer.enqueue import enqueue_job
 from producer.keys import owner_id
 from producer.localstack import start_private_redis
 from shared.egress import EgressPolicy
-from shared.jobs import TERMINAL, ImageRequest
+from shared.jobs import ImageRequest
 from shared.queue import TaskSender, make_celery
 from tests.conftest import make_settings
 from tests.integration.harness import (
     Emulator,
-    Processes,
-    ReceivedRequest,
+    ProcessesFactory,
     Rows,
     emulator,
     files_dir,
+    processes_factory,
     rows_for,
     webhook_receiver,
 )
-from tests.support import API_KEY, base_env, free_port, wait_until
+from tests.support import API_KEY, free_port
 
 __all__ = ["emulator", "files_dir", "rows_for", "webhook_receiver"]
 
-TERMINAL_STATUSES = frozenset(status.value for status in TERMINAL)
 #: local webhook receivers live on loopback (the processes allow it too: ``base_env``)
 LOOPBACK = EgressPolicy.from_lists(hosts=[], networks=["127.0.0.0/8"])
 
@@ -169,7 +166,7 @@ def chaos_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 # Our processes against the private Redis
 # ---------------------------------------------------------------------------------------------------
 
-ChaosProcesses = Callable[..., Processes]
+ChaosProcesses = ProcessesFactory
 
 
 @pytest.fixture
@@ -181,28 +178,8 @@ def chaos_processes(
     Children are stopped at teardown (each by its own process group) and their log tails printed (pytest
     shows them when the test fails).
     """
-    made: list[Processes] = []
-
-    def make(database_url: str, **extra_env: str) -> Processes:
-        env = base_env(
-            redis_url=chaos_redis.url,
-            database_url=database_url,
-            files_dir=files_dir,
-            emulator_url=emulator.url,
-            **extra_env,
-        )
-        log_dir = tmp_path / f"logs-{len(made)}"
-        log_dir.mkdir()
-        group = Processes(env=env, log_dir=log_dir)
-        made.append(group)
-        return group
-
-    try:
+    with processes_factory(tmp_path, redis_url=chaos_redis.url, files_dir=files_dir, emulator=emulator) as make:
         yield make
-    finally:
-        for group in made:
-            group.stop_all()
-            print(group.logs())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -250,42 +227,3 @@ def producer_for(chaos_redis: PrivateRedis, files_dir: Path) -> Iterator[Callabl
 
 def kling_request(prompt: str, **extra: Any) -> dict[str, Any]:
     return {"model": "kling-image", "model_name": "kling-v2-1", "prompt": prompt, **extra}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Counting what the suite reports
-# ---------------------------------------------------------------------------------------------------
-
-
-def settle(rows: Rows, job_ids: Sequence[str], *, timeout_s: float) -> dict[str, str]:
-    """Waits (up to ``timeout_s``) for every job to reach a terminal state; returns the lost ones (none: ``{}``).
-
-    It does not fail by itself: a test records its numbers for the summary first, then asserts on them.
-    """
-    with contextlib.suppress(TimeoutError):
-        wait_until(lambda: not lost_jobs(rows, job_ids), timeout_s=timeout_s, interval_s=0.2, what="terminal jobs")
-    return lost_jobs(rows, job_ids)
-
-
-def lost_jobs(rows: Rows, job_ids: Sequence[str]) -> dict[str, str]:
-    """Accepted jobs (rows committed) that are not in a terminal state, with their status."""
-    statuses = rows.statuses(job_ids)
-    missing = {job_id: "missing" for job_id in job_ids if job_id not in statuses}
-    return missing | {job_id: status for job_id, status in statuses.items() if status not in TERMINAL_STATUSES}
-
-
-def delivered(rows: Rows, job_id: str) -> bool:
-    """One of the job's webhook attempts is recorded as delivered."""
-    return any(delivery.state == "delivered" for delivery in rows.deliveries(job_id))
-
-
-def duplicate_charges(rows: Rows, job_ids: Sequence[str]) -> int:
-    """Cost rows beyond the first of any job."""
-    charges = Counter(cost.job_id for cost in rows.costs() if cost.job_id in set(job_ids))
-    return sum(count - 1 for count in charges.values() if count > 1)
-
-
-def duplicate_webhook_events(requests: Sequence[ReceivedRequest]) -> int:
-    """Deliveries of one ``webhook-id`` that the receiver accepted (2xx) more than once."""
-    accepted = Counter(request.headers.get("webhook-id") for request in requests if 200 <= request.status < 300)
-    return sum(count - 1 for count in accepted.values() if count > 1)

@@ -19,15 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.conftest import (
-    ChaosProcesses,
-    Producer,
-    duplicate_charges,
-    kling_request,
-    record_outcome,
-    settle,
-)
-from tests.integration.harness import Emulator, Rows
+from tests.chaos.conftest import ChaosProcesses, Producer, kling_request, record_outcome
+from tests.integration.harness import Emulator, Rows, duplicate_charges, settle
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]

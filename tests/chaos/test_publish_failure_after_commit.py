@@ -17,18 +17,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.chaos.conftest import (
-    ChaosProcesses,
-    PrivateRedis,
+from tests.chaos.conftest import ChaosProcesses, PrivateRedis, kling_request, record_outcome
+from tests.integration.harness import (
+    Emulator,
+    Rows,
     delivered,
     duplicate_charges,
     duplicate_webhook_events,
-    kling_request,
     lost_jobs,
-    record_outcome,
     settle,
 )
-from tests.integration.harness import Emulator, Rows
 from tests.support import API_KEY, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]

@@ -15,23 +15,19 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from redis import Redis
 
-from shared.queue import QueueName
-from tests.chaos.conftest import (
-    ChaosProcesses,
-    PrivateRedis,
-    Producer,
+from tests.chaos.conftest import ChaosProcesses, PrivateRedis, Producer, kling_request, record_outcome
+from tests.integration.harness import (
+    Emulator,
+    Rows,
     delivered,
     duplicate_charges,
     duplicate_webhook_events,
-    kling_request,
     lost_jobs,
-    record_outcome,
     settle,
+    wait_for_the_worker_to_hold_every_poll,
 )
-from tests.integration.harness import Emulator, Rows
-from tests.support import queued_count, wait_until
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 
@@ -59,18 +55,7 @@ def test_jobs_survive_a_worker_killed_while_holding_their_poll_chains(
     producer: Producer = producer_for(rows, postgres_url)
     job_ids = [producer.submit(kling_request(f"survivor {n}", callback_url=receiver.url)) for n in range(JOBS)]
 
-    redis = Redis.from_url(chaos_redis.url)
-
-    def all_running_and_held_by_the_worker() -> bool:
-        jobs = rows.jobs(job_ids)
-        running = all(job.status == "running" and job.next_poll_at is not None for job in jobs)
-        queued = queued_count(redis, QueueName.POLL.value) + queued_count(redis, QueueName.SUBMIT.value)
-        return len(jobs) == JOBS and running and queued == 0
-
-    try:
-        wait_until(all_running_and_held_by_the_worker, timeout_s=30, interval_s=0.1, what="all jobs running")
-    finally:
-        redis.close()
+    wait_for_the_worker_to_hold_every_poll(rows, chaos_redis.url, job_ids)
     open_at_kill = len(lost_jobs(rows, job_ids))
     first_worker.kill(9)
     assert not first_worker.alive()

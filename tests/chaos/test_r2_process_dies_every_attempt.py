@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from shared.db.tables import CostEntry
-from tests.chaos.conftest import ChaosProcesses, Producer, lost_jobs, record_outcome, settle
-from tests.integration.harness import Emulator, Rows
+from tests.chaos.conftest import ChaosProcesses, Producer, record_outcome
+from tests.integration.harness import Emulator, Rows, duplicate_charges, lost_jobs, settle
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
@@ -71,7 +71,7 @@ def test_a_job_that_kills_its_worker_on_every_attempt_fails_after_three(
         submitted=1,
         terminal=1 - len(lost),
         lost=len(lost),
-        duplicate_charges=max(0, rows.count(CostEntry) - 1),
+        duplicate_charges=duplicate_charges(rows, [job_id]),
         duplicate_webhook_events=0,
     )
     job = rows.job(job_id)

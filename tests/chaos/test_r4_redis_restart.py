@@ -17,18 +17,9 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from shared.queue import QueueName
-from tests.chaos.conftest import (
-    ChaosProcesses,
-    PrivateRedis,
-    Producer,
-    duplicate_charges,
-    kling_request,
-    record_outcome,
-    settle,
-)
-from tests.integration.harness import Emulator, Rows
-from tests.support import queued_count, wait_until
+from tests.chaos.conftest import ChaosProcesses, PrivateRedis, Producer, kling_request, record_outcome
+from tests.integration.harness import Emulator, Rows, duplicate_charges, queued_messages, settle
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 
@@ -42,7 +33,7 @@ RESUME_WITHIN_S = 60
 def _queued_messages(redis_url: str) -> int:
     client = Redis.from_url(redis_url)
     try:
-        return sum(queued_count(client, queue.value) for queue in (QueueName.SUBMIT, QueueName.POLL))
+        return queued_messages(client)
     finally:
         client.close()
 

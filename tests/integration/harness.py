@@ -14,7 +14,9 @@ import json
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +33,7 @@ from shared.config import EMULATOR_KLING_ACCESS_KEY, EMULATOR_KLING_SECRET_KEY
 from shared.db.engine import make_engine
 from shared.db.tables import CostEntry, Job, JobEvent, JobImage, WebhookDelivery
 from shared.jobs import TERMINAL
+from shared.queue import QueueName
 from tests.support import (
     Process,
     api_command,
@@ -39,10 +42,12 @@ from tests.support import (
     celery_worker_command,
     free_port,
     http_ok,
+    queued_count,
     wait_until,
 )
 
 LOG_TAIL_LINES = 80
+TERMINAL_STATUSES = frozenset(status.value for status in TERMINAL)
 
 # ---------------------------------------------------------------------------------------------------
 # Redis: a fresh DB index per test (the private server from tests/conftest.py; never the machine's 6379)
@@ -182,19 +187,19 @@ def files_dir(tmp_path: Path) -> Path:
 ProcessesFactory = Callable[..., Processes]
 
 
-@pytest.fixture
-def processes(
-    tmp_path: Path, isolated_redis_url: str, files_dir: Path, emulator: Emulator
+@contextmanager
+def processes_factory(
+    tmp_path: Path, *, redis_url: str, files_dir: Path, emulator: Emulator
 ) -> Iterator[ProcessesFactory]:
-    """``processes(database_url, **extra_env)`` → a ``Processes`` whose children are stopped after the test.
+    """``make(database_url, **extra_env)`` → a ``Processes`` against ``redis_url``; all are stopped on exit.
 
-    The children's log tails are printed at teardown (pytest shows them only when the test fails).
+    The children's log tails are printed on exit (pytest shows them only when the test fails).
     """
     made: list[Processes] = []
 
     def make(database_url: str, **extra_env: str) -> Processes:
         env = base_env(
-            redis_url=isolated_redis_url,
+            redis_url=redis_url,
             database_url=database_url,
             files_dir=files_dir,
             emulator_url=emulator.url,
@@ -212,6 +217,15 @@ def processes(
         for group in made:
             group.stop_all()
             print(group.logs())
+
+
+@pytest.fixture
+def processes(
+    tmp_path: Path, isolated_redis_url: str, files_dir: Path, emulator: Emulator
+) -> Iterator[ProcessesFactory]:
+    """``processes(database_url, **extra_env)`` → a ``Processes`` whose children are stopped after the test."""
+    with processes_factory(tmp_path, redis_url=isolated_redis_url, files_dir=files_dir, emulator=emulator) as make:
+        yield make
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -364,18 +378,72 @@ def rows_for() -> Iterator[Callable[[str], Rows]]:
 
 def wait_for_terminal(rows: Rows, job_ids: Sequence[str], *, timeout_s: float) -> dict[str, str]:
     """Waits until every job is in a terminal state; on timeout fails naming the stragglers."""
-    terminal = {status.value for status in TERMINAL}
 
     def done() -> bool:
         statuses = rows.statuses(job_ids)
-        return len(statuses) == len(job_ids) and all(status in terminal for status in statuses.values())
+        return len(statuses) == len(job_ids) and all(status in TERMINAL_STATUSES for status in statuses.values())
 
     try:
         wait_until(done, timeout_s=timeout_s, interval_s=0.2, what="jobs to reach a terminal state")
     except TimeoutError:
-        waiting = {job_id: status for job_id, status in rows.statuses(job_ids).items() if status not in terminal}
+        waiting = {
+            job_id: status for job_id, status in rows.statuses(job_ids).items() if status not in TERMINAL_STATUSES
+        }
         raise AssertionError(f"{len(waiting)} job(s) not terminal after {timeout_s}s: {waiting}") from None
     return rows.statuses(job_ids)
+
+
+def lost_jobs(rows: Rows, job_ids: Sequence[str]) -> dict[str, str]:
+    """Accepted jobs (rows committed) that are not in a terminal state, with their status (no row: ``missing``)."""
+    statuses = rows.statuses(job_ids)
+    missing = {job_id: "missing" for job_id in job_ids if job_id not in statuses}
+    return missing | {job_id: status for job_id, status in statuses.items() if status not in TERMINAL_STATUSES}
+
+
+def settle(rows: Rows, job_ids: Sequence[str], *, timeout_s: float) -> dict[str, str]:
+    """Waits (up to ``timeout_s``) for every job to reach a terminal state; returns the lost ones (none: ``{}``).
+
+    Unlike ``wait_for_terminal`` it does not fail by itself: a test reports its numbers first, then asserts.
+    """
+    with suppress(TimeoutError):
+        wait_until(lambda: not lost_jobs(rows, job_ids), timeout_s=timeout_s, interval_s=0.2, what="terminal jobs")
+    return lost_jobs(rows, job_ids)
+
+
+def duplicate_charges(rows: Rows, job_ids: Sequence[str]) -> int:
+    """Cost rows beyond the first of any of these jobs."""
+    wanted = set(job_ids)
+    charges = Counter(cost.job_id for cost in rows.costs() if cost.job_id in wanted)
+    return sum(count - 1 for count in charges.values() if count > 1)
+
+
+def duplicate_webhook_events(requests: Sequence[ReceivedRequest]) -> int:
+    """Deliveries of one ``webhook-id`` that the receiver accepted (2xx) more than once."""
+    accepted = Counter(request.headers.get("webhook-id") for request in requests if 200 <= request.status < 300)
+    return sum(count - 1 for count in accepted.values() if count > 1)
+
+
+def queued_messages(redis: Redis) -> int:
+    """Submit and poll messages waiting in Redis (not taken by a worker)."""
+    return queued_count(redis, QueueName.SUBMIT.value) + queued_count(redis, QueueName.POLL.value)
+
+
+def wait_for_the_worker_to_hold_every_poll(
+    rows: Rows, redis_url: str, job_ids: Sequence[str], *, timeout_s: float = 30, what: str = "all jobs running"
+) -> None:
+    """Waits until every job is ``running`` with a poll due and the worker has taken every submit and poll
+    message off the queues (the countdowns sit unacked in its memory)."""
+    redis = Redis.from_url(redis_url)
+
+    def held() -> bool:
+        jobs = rows.jobs(job_ids)
+        running = all(job.status == "running" and job.next_poll_at is not None for job in jobs)
+        return len(jobs) == len(job_ids) and running and queued_messages(redis) == 0
+
+    try:
+        wait_until(held, timeout_s=timeout_s, interval_s=0.1, what=what)
+    finally:
+        redis.close()
 
 
 def wait_for_requests(receiver: WebhookReceiver, count: int, *, timeout_s: float) -> list[ReceivedRequest]:
@@ -386,14 +454,15 @@ def wait_for_requests(receiver: WebhookReceiver, count: int, *, timeout_s: float
     return receiver.received()
 
 
+def delivered(rows: Rows, job_id: str) -> bool:
+    """One of the job's webhook attempts is recorded as delivered."""
+    return any(delivery.state == "delivered" for delivery in rows.deliveries(job_id))
+
+
 def wait_for_delivered(rows: Rows, job_id: str, *, timeout_s: float) -> None:
     """Waits until one of the job's webhook attempts is recorded as delivered."""
-
-    def delivered() -> bool:
-        return any(delivery.state == "delivered" for delivery in rows.deliveries(job_id))
-
     try:
-        wait_until(delivered, timeout_s=timeout_s, what=f"a delivered webhook for {job_id}")
+        wait_until(lambda: delivered(rows, job_id), timeout_s=timeout_s, what=f"a delivered webhook for {job_id}")
     except TimeoutError:
         attempts = [(d.attempt, d.state, d.response_status, d.error) for d in rows.deliveries(job_id)]
         raise AssertionError(f"no delivered webhook for {job_id} after {timeout_s}s: {attempts}") from None
