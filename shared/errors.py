@@ -66,11 +66,23 @@ class ProviderError(ImageJobsError):
     """An upstream provider call did not succeed."""
 
     code: ErrorCode = ErrorCode.UPSTREAM_FAILED
+    #: the request may have reached the upstream and created a task there (a timeout or a dropped connection
+    #: after sending). Decided once, at the HTTP boundary (``worker/providers/_http.py``); nothing above it
+    #: inspects httpx.
+    may_have_reached_upstream: bool = False
 
-    def __init__(self, message: str, *, provider: str, code: ErrorCode | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        code: ErrorCode | None = None,
+        may_have_reached_upstream: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.provider = provider
+        self.may_have_reached_upstream = may_have_reached_upstream
         if code is not None:
             self.code = code
 

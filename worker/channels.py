@@ -33,7 +33,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-import httpx
 from redis import Redis
 
 from shared.config import Settings, UpstreamSettings
@@ -63,8 +62,6 @@ CREDENTIAL_CODES: Final = frozenset({ErrorCode.UPSTREAM_AUTH.value, ErrorCode.IN
 AVOID_TTL_S: Final = 900
 #: the longest a job waits in its queue before asking again
 MAX_WAIT_S: Final = 60.0
-#: connection failures that happen before anything was sent
-_NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +106,9 @@ def fault_of(error: BaseException, *, provider: str) -> Fault | None:
 
 
 def may_have_reached_upstream(error: BaseException) -> bool:
-    """A timeout or a dropped connection after sending: the upstream may have created the task."""
-    cause = error.__cause__
-    return isinstance(cause, httpx.TransportError) and not isinstance(cause, _NOT_SENT)
+    """A timeout or a dropped connection after sending: the upstream may have created the task (decided at the
+    HTTP boundary and carried on the error)."""
+    return isinstance(error, ProviderError) and error.may_have_reached_upstream
 
 
 def preference_order(

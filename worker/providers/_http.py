@@ -28,15 +28,28 @@ def make_client(*, base_url: str, timeout_s: float, max_connections: int = 32) -
     )
 
 
+#: transport failures that happen before any byte of the request was sent: the upstream cannot have a task
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
 @contextlib.contextmanager
 def map_transport_errors(provider: str) -> Iterator[None]:
-    """Timeouts and connection failures are transient."""
+    """Timeouts and connection failures are transient; whether the request may have reached the upstream is
+    decided here, once (https://www.python-httpx.org/exceptions/), and carried on the error."""
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise TransientProviderError(f"{provider} timed out: {type(exc).__name__}", provider=provider) from exc
+        raise TransientProviderError(
+            f"{provider} timed out: {type(exc).__name__}",
+            provider=provider,
+            may_have_reached_upstream=not isinstance(exc, _NOT_SENT),
+        ) from exc
     except httpx.TransportError as exc:
-        raise TransientProviderError(f"{provider} unreachable: {type(exc).__name__}", provider=provider) from exc
+        raise TransientProviderError(
+            f"{provider} unreachable: {type(exc).__name__}",
+            provider=provider,
+            may_have_reached_upstream=not isinstance(exc, _NOT_SENT),
+        ) from exc
 
 
 def json_body(response: httpx.Response, *, provider: str) -> Any:
