@@ -302,9 +302,12 @@ def test_terminal_statuses_fail_the_task(
 @pytest.mark.parametrize(
     "body", [{"id": TASK_ID, "status": "Processing"}, {"id": TASK_ID}, ["Ready"]], ids=["unknown", "none", "list"]
 )
-def test_a_poll_answer_of_another_shape_is_unexpected(body: Any) -> None:
-    with pytest.raises(UnexpectedResponseError):
+def test_a_poll_answer_of_another_shape_keeps_the_job_polling(body: Any) -> None:
+    # a 200 we cannot read says nothing about a task the upstream has: transient, never a failed job
+    with pytest.raises(TransientProviderError) as caught:
         _poll(body)
+
+    assert type(caught.value) is TransientProviderError
 
 
 # -- HTTP errors ---------------------------------------------------------------------------------------

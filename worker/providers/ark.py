@@ -28,7 +28,7 @@ from shared.errors import (
     UpstreamRejectedError,
 )
 from worker.inputs import ImageLoader, InputImageError
-from worker.providers._http import call, error_body, make_client, retry_after_s
+from worker.providers._http import ErrorReading, Phase, call, error_body, make_client, reason_or_body
 from worker.providers._images import decode_base64
 from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
 
@@ -37,7 +37,11 @@ GENERATIONS_PATH = "/api/v3/images/generations"
 IMAGE_FIELDS = ("image", "image_url", "image_urls", "images")
 #: our fields that are translated rather than passed through
 _TRANSLATED = frozenset({"prompt", "n", "size", "aspect_ratio", *IMAGE_FIELDS})
-_QUOTA_CODES = ("AccountOverdueError", "QuotaExceeded")
+#: no allowance left (https://www.volcengine.com/docs/82379/1299023): the account is in arrears, its free
+#: quota for the model is used up, or the owner's own spending cap is reached. Waiting cures none of them.
+_QUOTA_CODES = ("AccountOverdueError", "QuotaExceeded", "SetLimitExceeded")
+#: per-minute throttling (endpoint or account RPM/TPM/IPM) and load shedding: waiting cures them
+_RATE_CODES = ("ServerOverloaded",)
 _ACCESS_CODES = ("AuthenticationError", "AccessDenied", "ModelNotOpen", "InvalidEndpointOrModel.ModelIDAccessDisabled")
 _MODERATION_CODES = ("OutputImageRiskDetection", "ContentSecurityDetectionError")
 
@@ -131,7 +135,8 @@ class ArkProvider:
             GENERATIONS_PATH,
             ArkImagesResponse,
             provider=NAME,
-            error_for=_error_for,
+            phase=Phase.SUBMIT,
+            read_error=read_error,
             json=body,
             headers=self._auth,
         )
@@ -207,30 +212,37 @@ def _result_images(parsed: ArkImagesResponse) -> tuple[ResultImage, ...]:
         return tuple(images)
     error = parsed.error or (failed[0] if failed else None)
     if error is not None:
-        raise _classify(error, status=None)
+        # a failed slot of a 200 answer: what its code names, else worth another try
+        kind = kind_of_code(error.code) or TransientProviderError
+        raise kind(_describe(200, error), provider=NAME)
     raise UnexpectedResponseError("Ark answered without images", provider=NAME)
 
 
-def _error_for(response: httpx.Response) -> ProviderError:
-    error = error_body(response, ArkErrorBody, lambda text: ArkErrorBody(error=ArkError(message=text))).error
-    return _classify(error, status=response.status_code, retry_after=retry_after_s(response))
-
-
-def _classify(error: ArkError, *, status: int | None, retry_after: float | None = None) -> ProviderError:
-    """Ark's error codes (reference §3.5) onto our tree; ``status=None``: a failed slot of a 200 answer."""
-    code = error.code
-    message = f"Ark {status or 200} {code or 'error'}: {error.message}".rstrip(": ")
+def kind_of_code(code: str) -> type[ProviderError] | None:
+    """The class an Ark error code names (reference §3.5); None: the HTTP status decides."""
     if code in _QUOTA_CODES:
-        return QuotaExceededError(message, provider=NAME)
-    if code in _ACCESS_CODES or status in (401, 403):
-        return ProviderAuthError(message, provider=NAME)
-    if status == 429 or code.startswith("RateLimitExceeded") or code == "ServerOverloaded":
-        return RateLimitedError(message, provider=NAME, retry_after_s=retry_after)
+        return QuotaExceededError
+    if code in _ACCESS_CODES:
+        return ProviderAuthError
+    if code.startswith("RateLimitExceeded") or code.endswith("RateLimitExceeded") or code in _RATE_CODES:
+        return RateLimitedError
     if "SensitiveContentDetected" in code or code in _MODERATION_CODES:
-        return ContentPolicyError(message, provider=NAME)
-    if status is None or status >= 500 or status == 408:
-        return TransientProviderError(message, provider=NAME)
+        return ContentPolicyError
+    return None
+
+
+def read_error(response: httpx.Response) -> ErrorReading:
+    """Ark's ``{"error": {code, message, param}}`` on top of the HTTP status."""
+    body = error_body(response, ArkErrorBody)
+    if body is None:
+        return ErrorReading(f"Ark {response.status_code}: {reason_or_body(response)}")
+    error = body.error
+    if not error.message:
+        error = error.model_copy(update={"message": reason_or_body(response)})
+    return ErrorReading(_describe(response.status_code, error), kind=kind_of_code(error.code))
+
+
+def _describe(status: int, error: ArkError) -> str:
     if error.param:
-        return UpstreamRejectedError(f"Ark rejected the parameter '{error.param}' ({code}): {error.message}",
-                                     provider=NAME)  # fmt: skip
-    return UpstreamRejectedError(message, provider=NAME)
+        return f"Ark rejected the parameter '{error.param}' ({error.code or 'error'}): {error.message}"
+    return f"Ark {status} {error.code or 'error'}: {error.message}".rstrip(": ")

@@ -26,16 +26,13 @@ from shared.config import BflSettings
 from shared.errors import (
     ContentPolicyError,
     PermanentProviderError,
-    ProviderAuthError,
     ProviderError,
     QuotaExceededError,
-    RateLimitedError,
-    TransientProviderError,
     UnexpectedResponseError,
     UpstreamRejectedError,
 )
 from worker.inputs import ImageLoader
-from worker.providers._http import call, error_body, make_client, retry_after_s
+from worker.providers._http import ErrorReading, Phase, call, error_body, make_client, reason_or_body
 from worker.providers._images import raw_base64
 from worker.providers.base import Accepted, JobSpec, PollResult, ResultImage, Submission, UpstreamState
 
@@ -64,6 +61,8 @@ _ONE_MEGAPIXEL = 1024 * 1024
 #: country domains that register names one level down (``example.co.uk``)
 _SECOND_LEVEL = frozenset({"ac", "co", "com", "edu", "gov", "net", "org"})
 _POLICY_WORDS = ("moderat", "nsfw")
+#: an account without credits, whatever the status (BFL's own answer for it is 402 Payment Required)
+_CREDIT_WORDS = ("insufficient credit", "out of credit", "add credits", "no credits")
 
 Status = Literal["Task not found", "Pending", "Request Moderated", "Content Moderated", "Ready", "Error"]
 
@@ -90,18 +89,25 @@ class BflValidationItem(BaseModel):
 
 
 class BflErrorBody(BaseModel):
-    """FastAPI's ``{"detail": str | [{loc, msg, type}]}``; some gateways answer ``{error, message}``."""
+    """FastAPI's ``{"detail": str | [{loc, msg, type}]}``; some gateways answer ``{error, message}``; a poll may
+    answer an error status with the task itself, ``{id, status, details}``."""
 
     detail: str | list[BflValidationItem] | dict[str, Any] | None = None
-    error: str | None = None
+    error: str | dict[str, Any] | None = None
     message: str | None = None
+    status: str | None = None
+    details: Any = None
 
-    def describe(self) -> str:
+    def describe(self) -> str | None:
+        """The upstream's own reason; None when the body names none."""
         if isinstance(self.detail, list):
             return "; ".join(f"{_field_of(item.loc)}: {item.msg}" for item in self.detail) or "invalid request"
         if self.detail is not None:
             return str(self.detail)
-        return " ".join(part for part in (self.error, self.message) if part) or "no details"
+        if self.status is not None:
+            return f"{self.status}{_reasons(self.details)}"
+        error = self.error.get("message") if isinstance(self.error, dict) else self.error
+        return " ".join(str(part) for part in (error, self.message) if part) or None
 
 
 class BflProvider:
@@ -127,7 +133,8 @@ class BflProvider:
             f"/v1/{spec.upstream_model}",
             BflSubmitted,
             provider=NAME,
-            error_for=_error_for,
+            phase=Phase.SUBMIT,
+            read_error=read_error,
             json=body,
             headers=self._auth,
         )
@@ -142,7 +149,15 @@ class BflProvider:
         else:
             url, params = GET_RESULT_PATH, {"id": upstream_id}
         task = call(
-            self._http, "GET", url, BflResult, provider=NAME, error_for=_error_for, params=params, headers=self._auth
+            self._http,
+            "GET",
+            url,
+            BflResult,
+            provider=NAME,
+            phase=Phase.POLL,
+            read_error=read_error,
+            params=params,
+            headers=self._auth,
         )
         return _to_poll_result(task)
 
@@ -277,19 +292,18 @@ def _reasons(details: Any) -> str:
     return f" ({text[:300]})" if text else ""
 
 
-def _error_for(response: httpx.Response) -> ProviderError:
-    """HTTP answers other than 200 mapped onto our error tree (reference §5.4–5.5)."""
+def read_error(response: httpx.Response) -> ErrorReading:
+    """BFL's error bodies (reference §5.4–5.5) on top of the HTTP status (402 is out of credits)."""
     status = response.status_code
-    body = error_body(response, BflErrorBody, lambda text: BflErrorBody(message=text))
-    message = f"BFL {status}: {body.describe()}"
-    if status in (401, 403):
-        return ProviderAuthError(message, provider=NAME)
-    if status == 402:
-        return QuotaExceededError(message, provider=NAME)
-    if status == 429:
-        return RateLimitedError(message, provider=NAME, retry_after_s=retry_after_s(response))
-    if status >= 500 or status == 408:
-        return TransientProviderError(message, provider=NAME)
-    if status != 422 and any(word in message.lower() for word in _POLICY_WORDS):
-        return ContentPolicyError(message, provider=NAME)
-    return UpstreamRejectedError(message, provider=NAME)
+    body = error_body(response, BflErrorBody)
+    said = (body.describe() if body is not None else None) or reason_or_body(response)
+    message = f"BFL {status}: {said}"
+    if body is None:
+        return ErrorReading(message)
+    if any(words in said.lower() for words in _CREDIT_WORDS):
+        return ErrorReading(message, kind=QuotaExceededError)
+    if body.status in ("Request Moderated", "Content Moderated"):
+        return ErrorReading(message, kind=ContentPolicyError)
+    if status != 422 and any(word in said.lower() for word in _POLICY_WORDS):
+        return ErrorReading(message, kind=ContentPolicyError)
+    return ErrorReading(message)

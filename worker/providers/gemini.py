@@ -32,13 +32,11 @@ from shared.errors import (
     ProviderAuthError,
     ProviderError,
     QuotaExceededError,
-    RateLimitedError,
     TransientProviderError,
     UnexpectedResponseError,
-    UpstreamRejectedError,
 )
 from worker.inputs import ImageLoader
-from worker.providers._http import call, error_body, make_client, retry_after_s
+from worker.providers._http import ErrorReading, Phase, call, error_body, make_client, reason_or_body
 from worker.providers._images import decode_base64
 from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
 
@@ -66,6 +64,10 @@ _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 _RATIO = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 _DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 _BILLING_WORDS = ("billing", "free tier")
+#: "…, limit: 0, model: …" in a RESOURCE_EXHAUSTED message: this key has no allowance for the model at all
+_LIMIT_ZERO = re.compile(r"\blimit:\s*0(?![\d.])")
+#: ``google.rpc.ErrorInfo`` reasons that mean the project cannot pay, not that the key is wrong
+_BILLING_REASONS = frozenset({"BILLING_DISABLED", "BILLING_NOT_ACTIVE"})
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +213,8 @@ class GeminiProvider:
             path,
             GenerateContentResponse,
             provider=NAME,
-            error_for=_error_for,
+            phase=Phase.SUBMIT,
+            read_error=read_error,
             json=body,
             headers=self._auth,
         )
@@ -285,46 +288,57 @@ def _detail_types(error: GoogleRpcStatus, suffix: str) -> list[dict[str, Any]]:
     return [detail for detail in error.details if str(detail.get("@type", "")).endswith(suffix)]
 
 
-def _retry_delay_s(error: GoogleRpcStatus, response: httpx.Response) -> float | None:
-    """``google.rpc.RetryInfo.retryDelay`` (``"28s"``), else a ``Retry-After`` header."""
+def _retry_delay_s(error: GoogleRpcStatus) -> float | None:
+    """``google.rpc.RetryInfo.retryDelay`` (``"28s"``); None: the ``Retry-After`` header, if any."""
     for detail in _detail_types(error, "google.rpc.RetryInfo"):
         match = _DELAY.match(str(detail.get("retryDelay", "")))
         if match is not None:
             return float(match.group(1))
-    return retry_after_s(response)
+    return None
 
 
 def _is_quota_exhaustion(error: GoogleRpcStatus) -> bool:
-    """A 429 that waiting seconds will not cure: a per-day quota, or a quota of 0 (no access on this tier)."""
+    """A RESOURCE_EXHAUSTED that waiting seconds will not cure: a quota of 0 for the model (a free tier without
+    it, billing not enabled), or a per-day quota used up (https://ai.google.dev/gemini-api/docs/rate-limits)."""
     for detail in _detail_types(error, "google.rpc.QuotaFailure"):
         for violation in detail.get("violations", []) or []:
             if not isinstance(violation, dict):
                 continue
             if "PerDay" in str(violation.get("quotaId", "")) or str(violation.get("quotaValue", "")) == "0":
                 return True
-    return "limit: 0," in error.message
+    return _LIMIT_ZERO.search(error.message) is not None
+
+
+def _reasons(error: GoogleRpcStatus) -> set[str]:
+    return {str(detail.get("reason", "")) for detail in _detail_types(error, "google.rpc.ErrorInfo")}
 
 
 def _is_bad_api_key(error: GoogleRpcStatus) -> bool:
-    reasons = {str(detail.get("reason", "")) for detail in _detail_types(error, "google.rpc.ErrorInfo")}
-    return bool(reasons & {"API_KEY_INVALID", "API_KEY_EXPIRED"}) or "API key not valid" in error.message
+    return bool(_reasons(error) & {"API_KEY_INVALID", "API_KEY_EXPIRED"}) or "API key not valid" in error.message
 
 
-def _error_for(response: httpx.Response) -> ProviderError:
-    """Google RPC status (reference §2.6) mapped onto our error tree."""
+def _is_billing(error: GoogleRpcStatus) -> bool:
+    """Billing not enabled / free tier not available: FAILED_PRECONDITION or PERMISSION_DENIED saying so."""
+    if _reasons(error) & _BILLING_REASONS:
+        return True
+    return error.status in ("FAILED_PRECONDITION", "PERMISSION_DENIED") and any(
+        word in error.message.lower() for word in _BILLING_WORDS
+    )
+
+
+def read_error(response: httpx.Response) -> ErrorReading:
+    """Google's RPC status (reference §2.6: https://ai.google.dev/gemini-api/docs/troubleshooting) on top of the
+    HTTP status: exhausted quota and billing, a bad key sent as 400, and ``RetryInfo``."""
     status = response.status_code
-    error = error_body(
-        response, GoogleErrorBody, lambda text: GoogleErrorBody(error=GoogleRpcStatus(code=status, message=text))
-    ).error
-    message = f"Gemini {status} {error.status or 'error'}: {error.message or 'no message'}"
-    if status in (401, 403) or (status == 400 and _is_bad_api_key(error)):
-        return ProviderAuthError(message, provider=NAME)
-    if status == 429:
-        if _is_quota_exhaustion(error):
-            return QuotaExceededError(message, provider=NAME)
-        return RateLimitedError(message, provider=NAME, retry_after_s=_retry_delay_s(error, response))
-    if status >= 500 or status in (408, 499):
-        return TransientProviderError(message, provider=NAME)
-    if error.status == "FAILED_PRECONDITION" and any(word in error.message.lower() for word in _BILLING_WORDS):
-        return QuotaExceededError(message, provider=NAME)
-    return UpstreamRejectedError(message, provider=NAME)
+    body = error_body(response, GoogleErrorBody)
+    if body is None:
+        return ErrorReading(f"Gemini {status}: {reason_or_body(response)}")
+    error = body.error
+    message = f"Gemini {status} {error.status or 'error'}: {error.message or reason_or_body(response)}"
+    if _is_billing(error) or ((error.status == "RESOURCE_EXHAUSTED" or status == 429) and _is_quota_exhaustion(error)):
+        return ErrorReading(message, kind=QuotaExceededError)
+    if status == 400 and _is_bad_api_key(error):
+        return ErrorReading(message, kind=ProviderAuthError)
+    if status == 499:  # CANCELLED: the server gave up on it, not a verdict on the request
+        return ErrorReading(message, kind=TransientProviderError)
+    return ErrorReading(message, retry_after_s=_retry_delay_s(error))

@@ -43,7 +43,18 @@ from shared.errors import (
     UpstreamRejectedError,
 )
 from worker.inputs import ImageLoader
-from worker.providers._http import json_body, make_client, map_transport_errors, parse_model, retry_after_s
+from worker.providers._http import (
+    ErrorReading,
+    Phase,
+    answer_error,
+    error_body,
+    make_client,
+    parse_answer,
+    parse_data,
+    plain_reading,
+    send,
+    upstream_reason,
+)
 from worker.providers._images import raw_base64
 from worker.providers.base import Accepted, JobSpec, PollResult, ResultImage, Submission, UpstreamState
 
@@ -336,34 +347,37 @@ class KlingProvider:
         endpoint = endpoint_for(spec.operation)
         if spec.attempt > 1 and (existing := self._find_by_external_id(endpoint, spec.job_id)) is not None:
             return Accepted(upstream_id=encode_upstream_id(endpoint, existing.task_id))
-        envelope = self._request("POST", endpoint.path, json=endpoint.body(spec))
-        task = parse_model(KlingTask, envelope.data, provider=NAME)
+        envelope = self._request("POST", endpoint.path, Phase.SUBMIT, json=endpoint.body(spec))
+        task = parse_data(KlingTask, envelope.data, provider=NAME, phase=Phase.SUBMIT)
         return Accepted(upstream_id=encode_upstream_id(endpoint, task.task_id))
 
     def poll(self, upstream_id: str) -> PollResult:
         endpoint, task_id = decode_upstream_id(upstream_id)
-        envelope = self._request("GET", f"{endpoint.path}/{task_id}")
-        return _to_poll_result(parse_model(KlingTask, envelope.data, provider=NAME))
+        envelope = self._request("GET", f"{endpoint.path}/{task_id}", Phase.POLL)
+        return _to_poll_result(parse_data(KlingTask, envelope.data, provider=NAME, phase=Phase.POLL))
 
     def close(self) -> None:
         self._http.close()
 
     def _find_by_external_id(self, endpoint: Endpoint, job_id: str) -> KlingTask | None:
+        """The task an earlier attempt may have created (a lookup: an unreadable answer is transient, and the
+        submit is tried again rather than repeated blind)."""
         try:
-            envelope = self._request("GET", f"{endpoint.path}/{job_id}")
+            envelope = self._request("GET", f"{endpoint.path}/{job_id}", Phase.POLL)
         except UpstreamRejectedError:
             return None  # 404 / 1203: it never reached Kling
-        return parse_model(KlingTask, envelope.data, provider=NAME)
+        return parse_data(KlingTask, envelope.data, provider=NAME, phase=Phase.POLL)
 
-    def _request(self, method: str, path: str, *, json: dict[str, Any] | None = None) -> KlingEnvelope:
+    def _request(self, method: str, path: str, phase: Phase, *, json: dict[str, Any] | None = None) -> KlingEnvelope:
+        """Status first: any status but 200 is an error whatever the body; a 200 must carry ``code: 0``."""
         headers = {"Authorization": f"Bearer {self._bearer_token()}"}
-        with map_transport_errors(NAME):
-            response = self._http.request(method, path, json=json, headers=headers)
-        data = json_body(response, provider=NAME)
-        envelope = parse_model(KlingEnvelope, data, provider=NAME)
-        if response.status_code == 200 and envelope.code == 0:
-            return envelope
-        raise _error_for(response, envelope)
+        response = send(self._http, method, path, provider=NAME, json=json, headers=headers)
+        if response.status_code != 200:
+            raise answer_error(response, provider=NAME, phase=phase, read_error=_read_error)
+        envelope = parse_answer(response, KlingEnvelope, provider=NAME, phase=phase)
+        if envelope.code != 0:
+            raise answer_error(response, provider=NAME, phase=phase, read_error=_read_error)
+        return envelope
 
     def _bearer_token(self) -> str:
         now = time.time()
@@ -390,17 +404,39 @@ def _to_poll_result(task: KlingTask) -> PollResult:
     return PollResult(state=UpstreamState.FAILED, error=ProviderError(message, provider=NAME))
 
 
-def _error_for(response: httpx.Response, envelope: KlingEnvelope) -> ProviderError:
-    """Kling's service codes (reference §4.6) mapped onto our error tree."""
-    code, message = envelope.code, f"Kling {envelope.code}: {envelope.message}"
-    if code in (1000, 1001, 1002, 1003, 1004, 1103, 1304) or response.status_code in (401, 403):
-        return ProviderAuthError(message, provider=NAME)
-    if code in (1100, 1101, 1102):
-        return QuotaExceededError(message, provider=NAME)
-    if code in (1302, 1303) or response.status_code == 429:
-        return RateLimitedError(message, provider=NAME, retry_after_s=retry_after_s(response))
-    if code in (1300, 1301):
-        return ContentPolicyError(message, provider=NAME)
-    if code >= 5000 or response.status_code >= 500:
-        return TransientProviderError(message, provider=NAME)
-    return UpstreamRejectedError(message, provider=NAME)
+#: Kling's service codes (reference §4.6 of the API docs: https://app.klingai.com/global/dev/document-api)
+_AUTH_CODES = frozenset({1000, 1001, 1002, 1003, 1004, 1103, 1304})
+#: account exception, in arrears, resource pack depleted or expired: no allowance left, waiting will not help
+_QUOTA_CODES = frozenset({1100, 1101, 1102})
+#: too fast, or more parallel tasks than the resource pack allows: throttling, which waiting cures
+_RATE_CODES = frozenset({1302, 1303})
+_POLICY_CODES = frozenset({1300, 1301})
+
+
+def kind_of_code(code: int) -> type[ProviderError] | None:
+    """The class a Kling service code names; None: the HTTP status decides."""
+    if code in _AUTH_CODES:
+        return ProviderAuthError
+    if code in _QUOTA_CODES:
+        return QuotaExceededError
+    if code in _RATE_CODES:
+        return RateLimitedError
+    if code in _POLICY_CODES:
+        return ContentPolicyError
+    if code >= 5000:
+        return TransientProviderError
+    if 1200 <= code < 1300:
+        return UpstreamRejectedError
+    return None
+
+
+def _read_error(response: httpx.Response) -> ErrorReading:
+    """Kling's envelope ``{code, message, data}`` when the body is one; otherwise the status decides alone."""
+    envelope = error_body(response, KlingEnvelope)
+    if envelope is None:
+        return plain_reading("Kling", response)
+    said = envelope.message or upstream_reason(response) or "no message"
+    task = envelope.data if isinstance(envelope.data, dict) else {}
+    if isinstance(status_msg := task.get("task_status_msg"), str) and status_msg and status_msg not in said:
+        said = f"{said} ({status_msg})"
+    return ErrorReading(f"Kling {envelope.code}: {said}", kind=kind_of_code(envelope.code))

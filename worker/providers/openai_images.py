@@ -26,17 +26,15 @@ from shared.config import OpenAISettings
 from shared.errors import (
     ConfigurationError,
     ContentPolicyError,
-    ProviderAuthError,
     ProviderError,
     QuotaExceededError,
-    RateLimitedError,
     TransientProviderError,
     UnexpectedResponseError,
     UpstreamRejectedError,
 )
 from shared.jobs import JsonObject
 from worker.inputs import ImageLoader, InputImage, InputImageError
-from worker.providers._http import call, error_body, make_client, retry_after_s
+from worker.providers._http import ErrorReading, Phase, call, error_body, make_client, reason_or_body
 from worker.providers._images import decode_base64
 from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
 
@@ -46,6 +44,9 @@ EDITS_PATH = "/v1/images/edits"
 #: the request fields that carry input images, in the order they are uploaded
 INPUT_FIELDS = ("image", "image_url", "image_urls", "images")
 _MODERATION_CODES = ("moderation_blocked", "content_policy_violation")
+#: the account has no allowance left (https://platform.openai.com/docs/guides/error-codes): no credit, a hard
+#: billing limit reached, billing not active. Waiting cures none of them; another key may work.
+_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
 _DALLE_QUALITY = {"standard": "medium", "hd": "high"}
 _DALLE_SIZE = {"1792x1024": "1536x1024", "1024x1792": "1024x1536", "256x256": "1024x1024", "512x512": "1024x1024"}
 _UPLOAD_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
@@ -170,7 +171,15 @@ class OpenAIImagesProvider:
 
     def _post(self, path: str, **content: Any) -> ImagesResponse:
         return call(
-            self._http, "POST", path, ImagesResponse, provider=NAME, error_for=_error_for, headers=self._auth, **content
+            self._http,
+            "POST",
+            path,
+            ImagesResponse,
+            provider=NAME,
+            phase=Phase.SUBMIT,
+            read_error=read_error,
+            headers=self._auth,
+            **content,
         )
 
 
@@ -239,22 +248,25 @@ def _to_result_image(image: OpenAIImage) -> ResultImage:
     raise UnexpectedResponseError("OpenAI answered an image with neither b64_json nor url", provider=NAME)
 
 
-def _error_for(response: httpx.Response) -> ProviderError:
-    """OpenAI's statuses and error codes (reference §1.6) mapped onto our error tree."""
-    status = response.status_code
-    error = error_body(response, OpenAIErrorBody, lambda text: OpenAIErrorBody(error=OpenAIError(message=text))).error
-    message = _describe(status, error)
-    if status in (401, 403):
-        return ProviderAuthError(message, provider=NAME)
-    if status == 429 and error.code == "insufficient_quota":
-        return QuotaExceededError(message, provider=NAME)
-    if status == 429:
-        return RateLimitedError(message, provider=NAME, retry_after_s=retry_after_s(response))
-    if status >= 500 or status in (408, 409):
-        return TransientProviderError(message, provider=NAME)
+def read_error(response: httpx.Response) -> ErrorReading:
+    """OpenAI's error envelope (reference §1.6): the class its ``code``/``type`` names, on top of the status."""
+    body = error_body(response, OpenAIErrorBody)
+    if body is None:
+        return ErrorReading(f"OpenAI {response.status_code}: {reason_or_body(response)}")
+    error = body.error
+    if not error.message:
+        error = error.model_copy(update={"message": reason_or_body(response)})
+    return ErrorReading(_describe(response.status_code, error), kind=_kind_of(response.status_code, error))
+
+
+def _kind_of(status: int, error: OpenAIError) -> type[ProviderError] | None:
+    if error.code in _QUOTA_CODES or error.type in _QUOTA_CODES:
+        return QuotaExceededError
     if error.code in _MODERATION_CODES:
-        return ContentPolicyError(message, provider=NAME)
-    return UpstreamRejectedError(message, provider=NAME)
+        return ContentPolicyError
+    if status == 409:
+        return TransientProviderError  # a conflict the official SDK retries (reference §1.7)
+    return None
 
 
 def _describe(status: int, error: OpenAIError) -> str:
