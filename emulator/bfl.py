@@ -40,6 +40,7 @@ from emulator.bfl_tasks import (
     Outcome,
     TooManyActiveTasksError,
 )
+from emulator.broken_answers import broken_answer
 from emulator.callbacks import CallbackSender
 from emulator.faults import front_door, generation_time
 from emulator.knobs import Knobs
@@ -226,6 +227,8 @@ class BflEmulator:
         task = self.store.get(task_id)
         if task is None:
             return JSONResponse(_result_body(task_id, TASK_NOT_FOUND))
+        if (broken := broken_answer(parse_markers(task.request.prompt).poll_answer)) is not None:
+            return broken
         status, progress = task.status_at(self.clock())
         body = _result_body(task_id, status, progress=progress)
         if status == READY:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from fastapi import Response
 from fastapi.responses import HTMLResponse
 
+from emulator.broken_answers import broken_answer
 from emulator.knobs import Knobs, Latency, ProviderKnobs, sample_latency
 from emulator.markers import GARBAGE_HTML, Markers
 
@@ -29,8 +30,11 @@ def front_door(
     on_quota: Answer,
     on_server_error: Answer,
 ) -> Response | None:
-    """The fault decided before generating (``None``: none): ``blocked`` (the dialect's moderation marker),
-    ``[429]``, ``[quota]``, ``[500]`` or ``section.error_rate``, ``[garbage]``, then ``section.rate_limit_rate``."""
+    """The fault decided before generating (``None``: none): ``[answer=NAME]`` (a broken answer from in front of
+    the upstream), ``blocked`` (the dialect's moderation marker), ``[429]``, ``[quota]``, ``[500]`` or
+    ``section.error_rate``, ``[garbage]``, then ``section.rate_limit_rate``."""
+    if (broken := broken_answer(markers.answer)) is not None:
+        return broken
     if blocked:
         return on_blocked()
     if markers.rate_limited:

@@ -26,6 +26,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from emulator import kling_callbacks, kling_expand, kling_multi_image, kling_omni, kling_try_on
+from emulator.broken_answers import broken_answer
 from emulator.callbacks import CallbackSender
 from emulator.faults import generation_time
 from emulator.kling_auth import check_kling_auth
@@ -262,6 +263,8 @@ class KlingEmulator:
     def _front_door(self, markers: Markers) -> Response | None:
         """Faults decided at submit time: markers first, then the random rates."""
         knobs = self.knobs.config.kling
+        if (broken := broken_answer(markers.answer)) is not None:
+            return broken
         if markers.moderated:
             return envelope(400, 1301, "content security policy triggered")
         if markers.rate_limited:
@@ -292,6 +295,8 @@ class KlingEmulator:
         task = self.store.get(task_id, endpoint=endpoint.name)
         if task is None:
             return envelope(404, 1203, f"task {task_id} does not exist")
+        if (broken := broken_answer(parse_markers(task.request.scenario).poll_answer)) is not None:
+            return broken
         return envelope(200, 0, "SUCCEED", self._task_data(task, request))
 
     async def _list(self, request: Request, endpoint: Endpoint) -> Response:

@@ -1,7 +1,8 @@
 """Magic prompt markers: tokens such as ``[fail]`` or ``[latency=0.5]`` that script one request.
 
 The markers are parsed case-insensitively anywhere in the prompt and are left in the prompt (the
-upstreams would see them as ordinary text). Unparseable ``[latency=…]`` values are ignored.
+upstreams would see them as ordinary text). Unparseable ``[latency=…]`` values and unknown
+``[answer=…]`` names are ignored.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 # What `[garbage]` answers: HTTP 200, `text/html`, not JSON (a misbehaving proxy in front of the API).
 GARBAGE_HTML = "<html><head><title>Gateway</title></head><body><h1>upstream says hi</h1></body></html>"
 
-_MARKER = re.compile(r"\[(fail|moderated-async|moderated|429|quota|500|garbage|hang|latency=[^\]]*)\]", re.I)
+_MARKER = re.compile(
+    r"\[(fail|moderated-async|moderated|429|quota|500|garbage|hang|latency=[^\]]*|(?:poll-)?answer=[^\]]*)\]", re.I
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,10 @@ class Markers:
     garbage: bool = False
     hang: bool = False
     latency_s: float | None = None
+    #: ``[answer=NAME]``: the submit is answered with ``emulator.broken_answers.BROKEN_ANSWERS[NAME]``
+    answer: str | None = None
+    #: ``[poll-answer=NAME]``: every poll of the task is answered with that broken answer
+    poll_answer: str | None = None
 
 
 def _parse_latency(raw: str) -> float | None:
@@ -43,9 +50,13 @@ def parse_markers(prompt: str) -> Markers:
     """Collect every marker in ``prompt`` (the last ``[latency=S]`` wins)."""
     flags: set[str] = set()
     latency: float | None = None
+    answers: dict[str, str] = {}
     for match in _MARKER.finditer(prompt):
         token = match.group(1).lower()
-        if token.startswith("latency="):
+        if "answer=" in token:
+            kind, _, name = token.partition("=")
+            answers[kind] = name.strip()
+        elif token.startswith("latency="):
             parsed = _parse_latency(token.removeprefix("latency="))
             latency = parsed if parsed is not None else latency
         else:
@@ -60,4 +71,6 @@ def parse_markers(prompt: str) -> Markers:
         garbage="garbage" in flags,
         hang="hang" in flags,
         latency_s=latency,
+        answer=answers.get("answer"),
+        poll_answer=answers.get("poll-answer"),
     )

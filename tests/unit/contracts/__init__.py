@@ -81,6 +81,8 @@ class Contract:
     async_markers: tuple[str, ...] = ()
     #: how many images ``request`` yields (upstreams that make one image per task, e.g. BFL, ask for 1)
     images_expected: int = 2
+    #: the upstream answers a submit with a task that is polled (Kling, BFL); else the submit is the result
+    polled: bool = False
 
     def spec(self, prompt: str, *, attempt: int = 1, job_id: str | None = None, **params: Any) -> JobSpec:
         validated = validate_request(

@@ -26,5 +26,6 @@ CONTRACT = Contract(
     refused_params={"width": 1000},
     # BFL reports moderation of a task and failed generations as poll statuses
     async_markers=("[moderated-async]", "[fail]"),
+    polled=True,
     images_expected=1,
 )

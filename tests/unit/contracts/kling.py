@@ -25,4 +25,5 @@ CONTRACT = Contract(
     request={"model": "kling-image", "model_name": "kling-v2-1", "aspect_ratio": "1:1", "n": 2},
     build=build,
     async_markers=("[moderated-async]", "[fail]"),
+    polled=True,
 )
