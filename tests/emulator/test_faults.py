@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
+import pytest
 from fastapi import Response
 
+from emulator.broken_answers import TEXT_429_RETRY_AFTER_S, broken_answer
 from emulator.faults import front_door, generation_time
 from emulator.knobs import FixedLatency, Knobs, ProviderKnobs
 from emulator.markers import GARBAGE_HTML, parse_markers
@@ -56,3 +59,44 @@ def test_generation_time_follows_markers_then_knobs() -> None:
     assert generation_time(parse_markers("[hang] [latency=1]"), fixed, rng, hang_s=math.inf) == math.inf
     assert generation_time(parse_markers("[latency=0.25]"), fixed, rng, hang_s=3600.0) == 0.25
     assert generation_time(parse_markers("plain"), fixed, rng, hang_s=3600.0) == 2.5
+
+
+def test_answer_markers_name_a_broken_answer_for_the_submit_or_every_poll() -> None:
+    markers = parse_markers("a fox [Answer=HTML-502] [poll-answer=empty-200]")
+    assert (markers.answer, markers.poll_answer) == ("html-502", "empty-200")
+    assert parse_markers("[answer=]").answer == ""
+    assert broken_answer("no-such-answer") is None and broken_answer(None) is None
+
+
+def test_a_broken_answer_comes_before_every_other_fault() -> None:
+    answered = _door("[moderated] [500] [answer=text-429]")
+    assert answered is not None
+    assert (answered.status_code, answered.headers["retry-after"]) == (429, str(TEXT_429_RETRY_AFTER_S))
+    assert bytes(answered.body) == b"Too Many Requests"
+    assert _door("[poll-answer=html-502]") is None  # poll answers are the dialect's to serve, not the front door's
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "media_type", "is_json"),
+    [
+        ("html-502", 502, "text/html", False),
+        ("html-503", 503, "text/html", False),
+        ("text-429", 429, "text/plain", False),
+        ("empty-200", 200, "application/json", False),
+        ("truncated-json", 200, "application/json", False),
+        ("commented-json", 200, "application/json", False),
+        ("wrong-shape", 200, "application/json", True),
+    ],
+)
+def test_each_broken_answer_is_what_it_says(name: str, status: int, media_type: str, is_json: bool) -> None:
+    answer = broken_answer(name)
+    assert answer is not None
+    assert answer.status_code == status
+    assert answer.headers["content-type"].startswith(media_type)
+    try:
+        json.loads(bytes(answer.body))
+    except ValueError:
+        parsed = False
+    else:
+        parsed = True
+    assert parsed is is_json
