@@ -38,7 +38,7 @@ READERS: dict[str, ReadError] = {
     "openai": openai_images.read_error,
     "gemini": gemini.read_error,
     "ark": ark.read_error,
-    "kling": kling._read_error,
+    "kling": kling.read_error,
     "bfl": bfl.read_error,
 }
 
@@ -189,6 +189,12 @@ CASES = {
         "kling", 400, _kling(1201, "", {"task_id": "t-1", "task_status": "failed",
                                         "task_status_msg": "image exceeds 10MB"}),
         UpstreamRejectedError, "image exceeds 10MB", phase=Phase.POLL),
+    "kling-200-with-error-code": Case("kling", 200, _kling(1102, "resource pack depleted"), QuotaExceededError,
+                                      "resource pack depleted"),
+    "kling-200-unknown-code-on-poll": Case("kling", 200, _kling(1999, "something new"), TransientProviderError,
+                                           "something new", phase=Phase.POLL),
+    "kling-200-unknown-code-on-submit": Case("kling", 200, _kling(1999, "something new"), UnexpectedResponseError,
+                                             "something new"),
     "kling-internal": Case("kling", 500, _kling(5000, "internal error"), TransientProviderError, "internal error"),
     # -- BFL ------------------------------------------------------------------------------------------------
     "bfl-no-credits": Case("bfl", 402, {"detail": "Insufficient credits. Add credits to continue."},

@@ -373,10 +373,10 @@ class KlingProvider:
         headers = {"Authorization": f"Bearer {self._bearer_token()}"}
         response = send(self._http, method, path, provider=NAME, json=json, headers=headers)
         if response.status_code != 200:
-            raise answer_error(response, provider=NAME, phase=phase, read_error=_read_error)
+            raise answer_error(response, provider=NAME, phase=phase, read_error=read_error)
         envelope = parse_answer(response, KlingEnvelope, provider=NAME, phase=phase)
         if envelope.code != 0:
-            raise answer_error(response, provider=NAME, phase=phase, read_error=_read_error)
+            raise answer_error(response, provider=NAME, phase=phase, read_error=read_error)
         return envelope
 
     def _bearer_token(self) -> str:
@@ -430,7 +430,7 @@ def kind_of_code(code: int) -> type[ProviderError] | None:
     return None
 
 
-def _read_error(response: httpx.Response) -> ErrorReading:
+def read_error(response: httpx.Response) -> ErrorReading:
     """Kling's envelope ``{code, message, data}`` when the body is one; otherwise the status decides alone."""
     envelope = error_body(response, KlingEnvelope)
     if envelope is None:
