@@ -219,7 +219,8 @@ def _result_images(parsed: ArkImagesResponse) -> tuple[ResultImage, ...]:
 
 
 def kind_of_code(code: str) -> type[ProviderError] | None:
-    """The class an Ark error code names (reference §3.5); None: the HTTP status decides."""
+    """The class an Ark error code names (https://www.volcengine.com/docs/82379/1299023); None: the HTTP status
+    decides."""
     if code in _QUOTA_CODES:
         return QuotaExceededError
     if code in _ACCESS_CODES:

@@ -293,7 +293,7 @@ def _reasons(details: Any) -> str:
 
 
 def read_error(response: httpx.Response) -> ErrorReading:
-    """BFL's error bodies (reference §5.4–5.5) on top of the HTTP status (402 is out of credits)."""
+    """BFL's error bodies on top of the HTTP status (402 is out of credits)."""
     status = response.status_code
     body = error_body(response, BflErrorBody)
     said = (body.describe() if body is not None else None) or reason_or_body(response)

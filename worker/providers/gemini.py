@@ -327,7 +327,7 @@ def _is_billing(error: GoogleRpcStatus) -> bool:
 
 
 def read_error(response: httpx.Response) -> ErrorReading:
-    """Google's RPC status (reference §2.6: https://ai.google.dev/gemini-api/docs/troubleshooting) on top of the
+    """Google's RPC status (https://ai.google.dev/gemini-api/docs/troubleshooting) on top of the
     HTTP status: exhausted quota and billing, a bad key sent as 400, and ``RetryInfo``."""
     status = response.status_code
     body = error_body(response, GoogleErrorBody)

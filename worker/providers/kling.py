@@ -404,7 +404,7 @@ def _to_poll_result(task: KlingTask) -> PollResult:
     return PollResult(state=UpstreamState.FAILED, error=ProviderError(message, provider=NAME))
 
 
-#: Kling's service codes (reference §4.6 of the API docs: https://app.klingai.com/global/dev/document-api)
+#: Kling's service codes (the error-code table of https://app.klingai.com/global/dev/document-api)
 _AUTH_CODES = frozenset({1000, 1001, 1002, 1003, 1004, 1103, 1304})
 #: account exception, in arrears, resource pack depleted or expired: no allowance left, waiting will not help
 _QUOTA_CODES = frozenset({1100, 1101, 1102})
@@ -435,8 +435,9 @@ def read_error(response: httpx.Response) -> ErrorReading:
     envelope = error_body(response, KlingEnvelope)
     if envelope is None:
         return plain_reading("Kling", response)
-    said = envelope.message or upstream_reason(response) or "no message"
     task = envelope.data if isinstance(envelope.data, dict) else {}
-    if isinstance(status_msg := task.get("task_status_msg"), str) and status_msg and status_msg not in said:
-        said = f"{said} ({status_msg})"
+    status_msg = task.get("task_status_msg") if isinstance(task.get("task_status_msg"), str) else None
+    said = envelope.message or status_msg or upstream_reason(response) or "no message"
+    if status_msg and status_msg not in said:
+        said = f"{said} ({status_msg})"  # a task body on an error status: the task's own reason too
     return ErrorReading(f"Kling {envelope.code}: {said}", kind=kind_of_code(envelope.code))

@@ -249,7 +249,8 @@ def _to_result_image(image: OpenAIImage) -> ResultImage:
 
 
 def read_error(response: httpx.Response) -> ErrorReading:
-    """OpenAI's error envelope (reference §1.6): the class its ``code``/``type`` names, on top of the status."""
+    """OpenAI's error envelope (https://platform.openai.com/docs/guides/error-codes): the class its
+    ``code``/``type`` names, on top of the status."""
     body = error_body(response, OpenAIErrorBody)
     if body is None:
         return ErrorReading(f"OpenAI {response.status_code}: {reason_or_body(response)}")
@@ -265,7 +266,7 @@ def _kind_of(status: int, error: OpenAIError) -> type[ProviderError] | None:
     if error.code in _MODERATION_CODES:
         return ContentPolicyError
     if status == 409:
-        return TransientProviderError  # a conflict the official SDK retries (reference §1.7)
+        return TransientProviderError  # a conflict the official SDK retries (https://github.com/openai/openai-python#retries)
     return None
 
 
