@@ -37,7 +37,7 @@ from tests.integration.harness import (
     wait_for_requests,
     wait_for_terminal,
 )
-from tests.support import API_KEY, tenant_webhook_secret
+from tests.support import API_KEY, tenant_webhook_secret, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -177,6 +177,31 @@ def test_failed_upstream_jobs_end_failed_without_cost_or_images(pipeline: Pipeli
         assert rows.job(job_id).finished_at is not None
     assert [cost.job_id for cost in rows.costs()] == [control]
     assert Decimal(rows.costs(control)[0].amount) == gpt_image_price("low")
+
+
+def test_broken_poll_answers_never_fail_a_running_job(pipeline: Pipeline) -> None:
+    # Given Kling jobs whose every poll is answered by a proxy's broken page (emulator `[poll-answer=NAME]`)
+    answers = ("html-502", "text-429", "empty-200", "truncated-json")
+    job_ids = {
+        answer: pipeline.enqueue(
+            {"model": "kling-image", "model_name": "kling-v2-1", "prompt": f"a fox [poll-answer={answer}]"}
+        )
+        for answer in answers
+    }
+    rows = pipeline.rows
+
+    # When the real worker has polled each of them again and again
+    wait_until(
+        lambda: all(rows.job(job_id).poll_count >= 2 for job_id in job_ids.values()),
+        timeout_s=60,
+        what="two polls of every job",
+    )
+
+    # Then every job is still running, and none ended on an answer that says nothing about its task
+    for answer, job_id in job_ids.items():
+        job = rows.job(job_id)
+        assert (job.status, job.error_code) == ("running", None), (answer, job.error_message)
+        assert rows.event_path(job_id) == ["queued", "submitting", "running"]
 
 
 def verified_payload(request: ReceivedRequest) -> dict[str, Any]:
