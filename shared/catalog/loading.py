@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -47,6 +47,45 @@ class CatalogFile:
     text: str
 
 
+@dataclass
+class _Draft:
+    """The raw entries before they are resolved and checked."""
+
+    #: shipped entries and the operator's new ones, by name
+    raw: dict[str, Raw] = field(default_factory=dict)
+    #: the file that defines each entry, then the operator files that change it
+    origins: dict[str, list[str]] = field(default_factory=dict)
+    #: the operator's changes to shipped entries, in file order
+    overrides: dict[str, list[tuple[str, Raw]]] = field(default_factory=dict)
+    operator_files: set[str] = field(default_factory=set)
+
+    def add_shipped(self, source: CatalogFile) -> None:
+        for name, entry in _models_of(source).items():
+            if name in self.raw:
+                _fail(source.name, f"model {name!r} is defined twice (also in {self.origins[name][0]})")
+            self.raw[name], self.origins[name] = entry, [source.name]
+
+    def add_operator(self, source: CatalogFile, *, named_by: dict[str, str]) -> None:
+        self.operator_files.add(source.name)
+        for name, entry in _models_of(source).items():
+            if name in named_by:
+                _fail(source.name, f"model {name!r} is defined twice (also in {named_by[name]})")
+            named_by[name] = source.name
+            if name not in self.raw:
+                self.raw[name], self.origins[name] = entry, [source.name]
+                continue
+            if fixed := [key for key in _FIXED_KEYS if key in entry]:
+                _fail(source.name, f"models.{name}.{fixed[0]}: a shipped model's {fixed[0]} cannot be overridden")
+            self.overrides.setdefault(name, []).append((source.name, entry))
+            self.origins[name].append(source.name)
+
+    def blamed_file(self, chain: list[str]) -> str:
+        """Where an error in the last model of ``chain`` is reported: the last operator file that touched it or
+        a model it extends (the shipped files are checked by the tests), else its own file."""
+        touched = [file for step in chain for file in self.origins[step] if file in self.operator_files]
+        return touched[-1] if touched else self.origins[chain[-1]][0]
+
+
 def parse_catalog(
     *texts: str | CatalogFile,
     operator_files: Iterable[CatalogFile] = (),
@@ -56,40 +95,24 @@ def parse_catalog(
 
     ``providers``: when given, every model's provider must be one of them. Raises ``ConfigurationError``.
     """
-    raw: dict[str, Raw] = {}
-    #: the files that define or change each raw entry, in order (errors name the last one)
-    origins: dict[str, list[str]] = {}
+    draft = _Draft()
     for index, item in enumerate(texts):
-        source = item if isinstance(item, CatalogFile) else CatalogFile(f"catalog text {index + 1}", item)
-        for name, entry in _models_of(source).items():
-            if name in raw:
-                _fail(source.name, f"model {name!r} is defined twice (also in {origins[name][-1]})")
-            raw[name], origins[name] = entry, [source.name]
-    shipped = set(raw)
-    added: dict[str, str] = {}
-    operator_names: set[str] = set()
+        draft.add_shipped(item if isinstance(item, CatalogFile) else CatalogFile(f"catalog text {index + 1}", item))
+    named_by: dict[str, str] = {}
     for source in operator_files:
-        operator_names.add(source.name)
-        for name, entry in _models_of(source).items():
-            if name in added:
-                _fail(source.name, f"model {name!r} is defined twice (also in {added[name]})")
-            if name in shipped:
-                if fixed := [key for key in _FIXED_KEYS if key in entry]:
-                    _fail(source.name, f"models.{name}.{fixed[0]}: a shipped model's {fixed[0]} cannot be overridden")
-                raw[name] = _merge(raw[name], entry, source=source.name, path=f"models.{name}")
-                origins[name].append(source.name)
-            else:
-                raw[name], origins[name] = entry, [source.name]
-            added.setdefault(name, source.name)
+        draft.add_operator(source, named_by=named_by)
+    resolved: dict[str, Raw] = {}
     models = {}
-    for name in raw:
-        chain = _extends_chain(name, raw, origins)
-        # shipped files are checked by the tests: an error is the last operator file's that touched the model
-        # or one it extends
-        touched = [file for step in chain for file in origins[step] if file in operator_names]
-        where = touched[-1] if touched else origins[name][-1]
+    for name in draft.raw:
+        chain = _extends_chain(name, draft.raw, draft.origins)
+        for step in chain:
+            if step not in resolved:
+                parent = draft.raw[step].get("extends")
+                base = resolved[parent] if parent else None
+                resolved[step] = _resolve(step, draft.raw[step], base, draft.overrides.get(step, ()))
+        where = draft.blamed_file(chain)
         try:
-            models[name] = ModelEntry.model_validate(_resolve(chain, raw))
+            models[name] = ModelEntry.model_validate(resolved[name])
         except ValidationError as exc:
             _fail(where, "; ".join(_describe(name, error) for error in exc.errors(include_url=False)))
         if providers is not None and models[name].provider not in providers:
@@ -112,18 +135,17 @@ def _models_of(source: CatalogFile) -> Raw:
     return dict(models)
 
 
-def _merge(base: Any, change: Any, *, source: str, path: str) -> Any:
+def _merge(base: Any, change: Any, *, source: str, path: tuple[str, ...]) -> Any:
     """``change`` laid over ``base`` (see the module docstring for which parts merge and which replace)."""
-    leaf = path.rsplit(".", 1)[-1]
-    parent = path.rsplit(".", 2)[-2] if path.count(".") >= 2 else ""
-    if leaf == "price" or parent == "prices" or not isinstance(base, dict | list) or type(base) is not type(change):
+    whole = path[-1] == "price" or (len(path) >= 2 and path[-2] == "prices")
+    if whole or type(base) is not type(change):
         return change
     if isinstance(base, dict) and isinstance(change, dict):
         merged = dict(base)
         for key, value in change.items():
-            merged[key] = _merge(base[key], value, source=source, path=f"{path}.{key}") if key in base else value
+            merged[key] = _merge(base[key], value, source=source, path=(*path, key)) if key in base else value
         return merged
-    if leaf != "operations" or not isinstance(change, list):
+    if path[-1] != "operations" or not isinstance(base, list) or not isinstance(change, list):
         return change
     by_name = {operation.get("name"): index for index, operation in enumerate(base) if isinstance(operation, dict)}
     operations = list(base)
@@ -132,8 +154,8 @@ def _merge(base: Any, change: Any, *, source: str, path: str) -> Any:
         if index is None:
             known = ", ".join(str(name) for name in by_name)
             name = operation.get("name") if isinstance(operation, dict) else operation
-            _fail(source, f"{path}: no operation {name!r} to override (the model has: {known})")
-        operations[index] = _merge(base[index], operation, source=source, path=f"{path}.{index}")
+            _fail(source, f"{'.'.join(path)}: no operation {name!r} to override (the model has: {known})")
+        operations[index] = _merge(base[index], operation, source=source, path=(*path, str(index)))
     return operations
 
 
@@ -141,7 +163,7 @@ def _extends_chain(name: str, raw: Mapping[str, Raw], origins: Mapping[str, list
     """``name`` and the models it extends, base first."""
     chain = [name]
     while (parent := raw[chain[-1]].get("extends")) is not None:
-        where = origins[chain[-1]][-1]
+        where = origins[chain[-1]][0]
         if parent in chain:
             _fail(where, f"models.{chain[-1]}.extends: extends cycle {' → '.join((*reversed(chain), parent))}")
         if parent not in raw:
@@ -150,24 +172,26 @@ def _extends_chain(name: str, raw: Mapping[str, Raw], origins: Mapping[str, list
     return chain[::-1]
 
 
-def _resolve(chain: list[str], raw: Mapping[str, Raw]) -> Raw:
-    """The last entry of ``chain`` with its ``extends`` applied (``params`` and ``polling`` merge key by key)."""
-    merged: Raw = {}
-    for step in chain:
-        for key, value in raw[step].items():
-            if key == "extends":
-                continue
-            if key in ("params", "polling") and isinstance(value, dict):
-                merged[key] = {**merged.get(key, {}), **value}
-            else:
-                merged[key] = value
-    return {**merged, "name": chain[-1]}
+def _resolve(name: str, entry: Raw, parent: Raw | None, overrides: Iterable[tuple[str, Raw]]) -> Raw:
+    """The entry laid over the (resolved) model it ``extends`` (``params`` and ``polling`` merge key by key,
+    everything else replaces), then the operator's overrides of it."""
+    merged: Raw = dict(parent or {})
+    for key, value in entry.items():
+        if key == "extends":
+            continue
+        if key in ("params", "polling") and isinstance(value, dict):
+            merged[key] = {**merged.get(key, {}), **value}
+        else:
+            merged[key] = value
+    for source, change in overrides:
+        merged = _merge(merged, change, source=source, path=("models", name))
+    return {**merged, "name": name}
 
 
 def _describe(name: str, error: Any) -> str:
     """``models.<name>.<field path>: message`` for one pydantic error."""
-    field = ".".join(str(part) for part in error["loc"])
-    return f"models.{name}{'.' + field if field else ''}: {error['msg']}"
+    where = ".".join(str(part) for part in error["loc"])
+    return f"models.{name}{'.' + where if where else ''}: {error['msg']}"
 
 
 def _fail(source: str, problem: str) -> NoReturn:
