@@ -13,6 +13,7 @@ import httpx
 from celery import Celery, signals
 from redis import Redis, RedisError
 
+from shared.catalog import catalog_for
 from shared.config import get_settings
 from shared.db.engine import make_engine
 from shared.egress import EgressPolicy, guarded_client
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 try:
     settings = get_settings()
+    catalog_for(settings)  # the operator's catalog files are checked in every process, as the API does
 except ConfigurationError as exc:  # one line naming the setting, no traceback
     raise SystemExit(f"imagejobs: {exc}") from None
 configure_logging()
