@@ -21,6 +21,7 @@ from producer import keys as api_keys
 from producer import localstack
 from producer.enqueue import enqueue_job
 from producer.keys import owner_id
+from shared.catalog import catalog_for
 from shared.config import get_settings
 from shared.db import api_keys_repo
 from shared.db.engine import make_engine
@@ -68,7 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             fields.update({name: json.loads(value) for name, _, value in (p.partition("=") for p in args.param)})
             sender = TaskSender(make_celery(settings, main="cli"))
             owner = owner_id(settings.api_keys[0].get_secret_value())
-            enqueued = enqueue_job(ImageRequest.model_validate(fields), session=session, owner=owner, sender=sender)
+            enqueued = enqueue_job(
+                ImageRequest.model_validate(fields),
+                session=session,
+                owner=owner,
+                sender=sender,
+                catalog=catalog_for(settings),  # the operator's files, and providers without credentials refused
+            )
             print(enqueued.job.id)
         elif args.command == "jobs":
             for job in session.exec(select(Job).order_by(col(Job.created_at).desc()).limit(args.limit)):
