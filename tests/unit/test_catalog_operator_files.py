@@ -175,7 +175,9 @@ extends = "gpt-image-1"
             ("models.mine.provider", "midjourney"),
             id="unknown-provider",
         ),
-        pytest.param('[models."mine"]\nextends = "gpt-image-9"\n', ("models.mine.extends", "gpt-image-9"), id="extends"),
+        pytest.param(
+            '[models."mine"]\nextends = "gpt-image-9"\n', ("models.mine.extends", "gpt-image-9"), id="unknown-extends"
+        ),
         pytest.param('[models."mine"\nprovider = ', ("not valid TOML",), id="toml-syntax"),
         pytest.param('title = "prices"\n', ("title",), id="not-a-models-table"),
     ],
