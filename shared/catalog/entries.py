@@ -175,5 +175,5 @@ class Catalog(_Strict):
         return self.providers.get(entry.provider, LIVE)
 
     def with_providers(self, providers: dict[str, Availability]) -> Catalog:
-        """This catalog as served by a process whose settings gave ``providers`` (every provider must be known)."""
+        """This catalog as served by a process whose settings gave ``providers`` their availability."""
         return self.model_copy(update={"providers": providers})

@@ -144,24 +144,39 @@ def test_a_live_provider_still_takes_requests(api: Api) -> None:
 def test_api_and_worker_without_credentials_start_and_report_the_disabled_providers(
     processes: ProcessesFactory, sqlite_url: str
 ) -> None:
-    group = processes(sqlite_url, IMAGEJOBS_EMULATOR_URL="", IMAGEJOBS_BFL__API_KEY="bfl-real-key-for-the-report")
+    # no provider credentials at all, and no emulator setting (the harness sets one; "" unsets it)
+    group = processes(sqlite_url, IMAGEJOBS_EMULATOR_URL="")
 
     url = group.api()
     worker = group.worker(concurrency=1)
     wait_until(lambda: "providers disabled" in worker.output() or not worker.alive(), timeout_s=60, what="report")
 
     models = httpx.get(f"{url}/v1/models", headers=AUTH).json()["data"]
-    assert {card["availability"] for card in models if card["owned_by"] != "bfl"} == {"disabled"}
-    assert {card["availability"] for card in models if card["owned_by"] == "bfl"} == {"live"}
+    assert models and {card["availability"] for card in models} == {"disabled"}
+    refused = httpx.post(f"{url}/kling/v1/images/generations", json={"prompt": "a fox"}, headers=AUTH)
+    assert refused.status_code == 400 and "IMAGEJOBS_KLING__ACCESS_KEY" in refused.json()["message"]
     api_log = group.started[0].output()
-    assert "providers: kling=disabled, openai=disabled" in api_log and "bfl=live" in api_log
-    assert "IMAGEJOBS_OPENAI__API_KEY" in api_log
+    assert "providers: " + ", ".join(f"{name}=disabled" for name in PROVIDERS) in api_log
     worker_log = worker.output()
     warnings = [line for line in worker_log.splitlines() if "providers disabled" in line]
     assert len(warnings) == 1, worker_log
-    assert "WARNING" in warnings[0] and "IMAGEJOBS_KLING__ACCESS_KEY and IMAGEJOBS_KLING__SECRET_KEY" in warnings[0]
-    assert "bfl" not in warnings[0]
-    assert "bfl-real-key-for-the-report" not in api_log + worker_log
+    assert "WARNING" in warnings[0]
+    assert "kling (set IMAGEJOBS_KLING__ACCESS_KEY and IMAGEJOBS_KLING__SECRET_KEY)" in warnings[0]
+    assert all(f"IMAGEJOBS_{name.upper()}__" in warnings[0] for name in PROVIDERS)
+
+
+def test_a_provider_with_credentials_is_reported_live_without_its_key(
+    processes: ProcessesFactory, sqlite_url: str
+) -> None:
+    group = processes(sqlite_url, IMAGEJOBS_EMULATOR_URL="", IMAGEJOBS_BFL__API_KEY="bfl-real-key-for-the-report")
+
+    url = group.api()
+
+    cards = httpx.get(f"{url}/v1/models", headers=AUTH).json()["data"]
+    assert {card["availability"] for card in cards if card["owned_by"] == "bfl"} == {"live"}
+    api_log = group.started[0].output()
+    assert "bfl=live" in api_log and "kling=disabled" in api_log
+    assert "bfl-real-key-for-the-report" not in api_log
 
 
 def test_the_emulator_is_reported_when_chosen(processes: ProcessesFactory, sqlite_url: str) -> None:
