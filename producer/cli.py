@@ -27,6 +27,7 @@ from shared.db import api_keys_repo
 from shared.db.engine import make_engine
 from shared.db.migrate import upgrade
 from shared.db.tables import ApiKey, CostEntry, Job
+from shared.errors import ConfigurationError
 from shared.jobs import ImageRequest
 from shared.queue import TaskSender, make_celery
 
@@ -51,7 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_local_stack()
         prepare_local_stack()
         return 0
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ConfigurationError as exc:  # one line naming the setting, no traceback
+        print(f"imagejobs: {exc}", file=sys.stderr)
+        return 2
     if args.command == "migrate":
         upgrade(settings.database_url)
         print(f"database at {settings.database_url} is up to date")

@@ -1,8 +1,9 @@
-"""``GET /v1/models``: every public model in OpenAI's list shape (``{object: "list", data: [{id, object:
-"model", created, owned_by}]}``, so ``openai``'s ``client.models.list()`` works), each with our additions:
-whether it can be served now, its prices and a JSON Schema of its parameters.
+"""``GET /v1/models`` and ``GET /v1/models/{model}``: every public model in OpenAI's shape (``{object: "list",
+data: [{id, object: "model", created, owned_by}]}``, so ``openai``'s ``client.models.list()`` and ``retrieve()``
+work), each with our additions: whether it can be served now, its prices and a JSON Schema of its parameters.
 
 https://platform.openai.com/docs/api-reference/models/list
+https://platform.openai.com/docs/api-reference/models/retrieve
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fastapi import APIRouter, Depends
 
 from producer.http.auth import Owner
 from producer.http.context import ApiContext, api_context
+from producer.http.errors import ApiError
 from shared.catalog import Availability, ModelEntry
 from shared.catalog.entries import Operation, Price
 from shared.catalog.schema import parameters_schema
@@ -27,6 +29,15 @@ async def list_models(_owner: Owner, context: Context) -> dict[str, Any]:
     catalog = context.catalog
     data = [model_card(catalog.models[name], catalog.availability(catalog.models[name])) for name in catalog.names()]
     return {"object": "list", "data": data}
+
+
+@router.get("/v1/models/{model}")
+async def get_model(model: str, _owner: Owner, context: Context) -> dict[str, Any]:
+    """One public model, as the list shows it; 404 naming it when there is no such model."""
+    entry = context.catalog.get(model)
+    if entry is None:
+        raise ApiError(404, f"The model '{model}' does not exist.", param="model", code="model_not_found")
+    return model_card(entry, context.catalog.availability(entry))
 
 
 def model_card(entry: ModelEntry, availability: Availability) -> dict[str, Any]:

@@ -84,6 +84,18 @@ def test_the_openai_sdk_lists_the_models(api: Api) -> None:
     assert all(model.object == "model" for model in models)
 
 
+def test_the_openai_sdk_retrieves_one_model_with_its_availability(api: Api) -> None:
+    sdk = openai.OpenAI(base_url="http://testserver/v1", api_key=API_KEY, http_client=api.client, max_retries=0)
+
+    model = sdk.models.retrieve("kling-v2")
+
+    assert (model.id, model.object, model.owned_by) == ("kling-v2", "model", "kling")
+    assert model.model_extra is not None and model.model_extra["availability"] == "disabled"
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.models.retrieve("no-such-model")
+    assert caught.value.code == "model_not_found"
+
+
 def test_an_openai_request_for_a_disabled_model_is_refused_naming_the_setting(api: Api) -> None:
     body = {"model": "nano-banana", "prompt": "a fox"}
 
