@@ -21,11 +21,13 @@ from producer import keys as api_keys
 from producer import localstack
 from producer.enqueue import enqueue_job
 from producer.keys import owner_id
+from shared.catalog import catalog_for
 from shared.config import get_settings
 from shared.db import api_keys_repo
 from shared.db.engine import make_engine
 from shared.db.migrate import upgrade
 from shared.db.tables import ApiKey, CostEntry, Job
+from shared.errors import ConfigurationError
 from shared.jobs import ImageRequest
 from shared.queue import TaskSender, make_celery
 
@@ -50,7 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_local_stack()
         prepare_local_stack()
         return 0
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ConfigurationError as exc:  # one line naming the setting, no traceback
+        print(f"imagejobs: {exc}", file=sys.stderr)
+        return 2
     if args.command == "migrate":
         upgrade(settings.database_url)
         print(f"database at {settings.database_url} is up to date")
@@ -68,7 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             fields.update({name: json.loads(value) for name, _, value in (p.partition("=") for p in args.param)})
             sender = TaskSender(make_celery(settings, main="cli"))
             owner = owner_id(settings.api_keys[0].get_secret_value())
-            enqueued = enqueue_job(ImageRequest.model_validate(fields), session=session, owner=owner, sender=sender)
+            enqueued = enqueue_job(
+                ImageRequest.model_validate(fields),
+                session=session,
+                owner=owner,
+                sender=sender,
+                catalog=catalog_for(settings),  # the operator's files, and providers without credentials refused
+            )
             print(enqueued.job.id)
         elif args.command == "jobs":
             for job in session.exec(select(Job).order_by(col(Job.created_at).desc()).limit(args.limit)):

@@ -1,7 +1,9 @@
 """One Settings object for every process, read from ``IMAGEJOBS_*`` environment variables.
 
 Nested sections use ``__``: ``IMAGEJOBS_KLING__ACCESS_KEY``, ``IMAGEJOBS_CELERY__VISIBILITY_TIMEOUT_S``.
-A provider without real credentials is pointed at the local emulator with the emulator's credentials.
+A provider without real credentials is *disabled* (its models answer a 400 naming the missing setting) unless
+``IMAGEJOBS_EMULATOR_URL`` is set: then it is pointed at that emulator with the emulator's credentials. Only
+``make run`` and the tests set it; production never talks to the emulator by accident.
 Only this module reads the environment.
 """
 
@@ -14,7 +16,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import ConfigurationError
@@ -150,6 +161,9 @@ class LimitSettings(BaseModel):
 #: the channel of a provider section's own credentials (``channels`` adds more)
 DEFAULT_CHANNEL = "default"
 
+#: how a provider is served: real credentials, the emulator (``IMAGEJOBS_EMULATOR_URL``), or not at all
+ProviderMode = Literal["live", "emulated", "disabled"]
+
 
 class ChannelSettings(BaseModel):
     """One more credential of a provider (a channel). Unset fields fall back to the provider's section."""
@@ -183,10 +197,14 @@ class UpstreamSettings(BaseModel):
 
 
 class ProviderSettings(BaseModel):
-    """One upstream: where it is, the key, how long to wait. Unset credentials → the local emulator."""
+    """One upstream: where it is, the key, how long to wait. Unset credentials → disabled, or the emulator
+    when ``IMAGEJOBS_EMULATOR_URL`` is set."""
 
     #: the fields a channel must set (Kling: its AK/SK pair)
     credential_fields: ClassVar[tuple[str, ...]] = ("api_key",)
+
+    #: decided once by ``Settings`` (not settable from the environment)
+    _mode: ProviderMode = PrivateAttr(default="live")
 
     base_url: str | None = None
     api_key: SecretStr | None = None
@@ -205,6 +223,14 @@ class ProviderSettings(BaseModel):
 
     def has_credentials(self) -> bool:
         return self.api_key is not None
+
+    @property
+    def mode(self) -> ProviderMode:
+        return self._mode
+
+    def credential_settings(self, name: str) -> tuple[str, ...]:
+        """The variables that give section ``name`` its credentials, e.g. ``IMAGEJOBS_OPENAI__API_KEY``."""
+        return tuple(f"IMAGEJOBS_{name.upper()}__{field.upper()}" for field in self.credential_fields)
 
     @model_validator(mode="after")
     def _channels_are_usable(self) -> Self:
@@ -308,7 +334,11 @@ class Settings(BaseSettings):
     files_dir: Path = Path("var/files")
     file_url_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     sync_timeout_s: float = Field(default=60.0, ge=0, le=600)
-    emulator_url: str = "http://127.0.0.1:9100"
+    #: the explicit choice to serve providers without credentials from the emulator (``make run``, tests);
+    #: unset: such providers are disabled
+    emulator_url: str | None = None
+    #: operators' catalog files (``*.toml``, the format of ``shared/catalog/models/``): new models and overrides
+    catalog_dir: Path | None = None
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     #: Flower's basic auth (``FLOWER_BASIC_AUTH`` is ``flower_basic_auth()``); the password has no default
     flower_user: str = Field(default="admin", pattern=r"^[^:,\s]+$")
@@ -357,19 +387,22 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _unset_providers_use_the_emulator(self) -> Self:
-        emulator = self.emulator_url.rstrip("/")
+    def _unset_providers_are_disabled_or_emulated(self) -> Self:
         for name, section in self.provider_sections().items():
             # a section with only extra channels has no "default" channel (and is not pointed at the emulator)
             if not section.has_credentials() and not section.channels:
-                if isinstance(section, KlingSettings):
-                    section.access_key = SecretStr(EMULATOR_KLING_ACCESS_KEY)
-                    section.secret_key = SecretStr(EMULATOR_KLING_SECRET_KEY)
+                if self.emulator_url is None:
+                    section._mode = "disabled"
                 else:
-                    section.api_key = SecretStr(EMULATOR_API_KEYS[name])
-                section.base_url = section.base_url or f"{emulator}/{name}"
+                    section._mode = "emulated"
+                    if isinstance(section, KlingSettings):
+                        section.access_key = SecretStr(EMULATOR_KLING_ACCESS_KEY)
+                        section.secret_key = SecretStr(EMULATOR_KLING_SECRET_KEY)
+                    else:
+                        section.api_key = SecretStr(EMULATOR_API_KEYS[name])
+                    section.base_url = section.base_url or f"{self.emulator_url.rstrip('/')}/{name}"
             section.base_url = (section.base_url or section.real_base_url).rstrip("/")
-            if not section.base_url:
+            if not section.base_url and section.mode != "disabled":
                 raise ValueError(f"{name}: base_url is required when credentials are set")
         self.public_base_url = self.public_base_url.rstrip("/")
         return self
@@ -396,6 +429,11 @@ class Settings(BaseSettings):
             "bfl": self.bfl,
             "relay": self.relay,
         }
+
+
+def provider_modes(settings: Settings) -> dict[str, ProviderMode]:
+    """Every provider section's mode: live, emulated or disabled."""
+    return {name: section.mode for name, section in settings.provider_sections().items()}
 
 
 def load_settings() -> Settings:

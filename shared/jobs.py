@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JsonObject = dict[str, Any]
 
@@ -126,9 +126,25 @@ class ImageRequest(BaseModel):
     priority: Priority | None = Field(default=None, strict=False)
     async_: bool | None = Field(default=None, alias="async")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_absent(cls, data: Any) -> Any:
+        return without_empty(data) if isinstance(data, Mapping) else data
+
     def model_params(self) -> JsonObject:
         """The fields sent for the model (gateway-level fields excluded), as given by the caller."""
         return self.model_dump(exclude_none=True, exclude=set(GATEWAY_FIELDS))
+
+
+def without_empty(fields: Mapping[str, Any]) -> JsonObject:
+    """``fields`` without those sent as ``null`` or ``""`` (or only whitespace): every dialect treats them as not
+    given, as Kling's own examples send ``""`` for unset optionals (``callback_url``, ``external_task_id``), so
+    ``""`` is never an idempotency key nor a callback URL."""
+    return {
+        name: value
+        for name, value in fields.items()
+        if value is not None and not (isinstance(value, str) and not value.strip())
+    }
 
 
 #: fields about how *we* handle the job, valid for every model and never sent upstream

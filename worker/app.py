@@ -10,13 +10,16 @@ import logging
 import threading
 
 import httpx
-from celery import Celery
+from celery import Celery, signals
 from redis import Redis, RedisError
 
+from shared.catalog import catalog_for
 from shared.config import get_settings
 from shared.db.engine import make_engine
 from shared.egress import EgressPolicy, guarded_client
+from shared.errors import ConfigurationError
 from shared.logs import configure_logging
+from shared.provider_modes import log_provider_report
 from shared.queue import JOB_DONE_CHANNEL, TaskSender, make_celery
 from shared.storage import LocalStorage
 from worker import kombu_workarounds
@@ -29,11 +32,22 @@ from worker.upstream_limits import UpstreamLimits
 
 log = logging.getLogger(__name__)
 
-settings = get_settings()
+try:
+    settings = get_settings()
+    catalog_for(settings)  # the operator's catalog files are checked in every process, as the API does
+except ConfigurationError as exc:  # one line naming the setting, no traceback
+    raise SystemExit(f"imagejobs: {exc}") from None
 configure_logging()
 kombu_workarounds.apply()  # the worker must survive a Redis restart (see the module)
 app: Celery = make_celery(settings, main="worker")
 app.conf.include = ["worker.tasks"]
+
+
+@signals.worker_init.connect
+def _report_providers(**_: object) -> None:
+    """Once per worker at start: which providers are live, emulated or disabled (one warning for the latter)."""
+    log_provider_report(settings, log)
+
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()

@@ -30,7 +30,7 @@ from producer.http.context import ApiContext, api_context
 from producer.http.errors import Failure, dialect_route
 from producer.http.tasks import enqueue_task, epoch_ms, load_task, parse_request, refuse_fields
 from shared.db.tables import Job
-from shared.jobs import ImageRequest, JobStatus
+from shared.jobs import ImageRequest, JobStatus, without_empty
 
 #: unified-request fields that have no meaning here: every task is async and answers URLs
 REFUSED_FIELDS: Final = ("async", "response_format")
@@ -58,8 +58,9 @@ Context = Annotated[ApiContext, Depends(api_context)]
 
 def apimodels_request(body: Mapping[str, Any]) -> ImageRequest:
     """The unified request for an apimodels body (a bad field raises naming it)."""
-    refuse_fields(body, REFUSED_FIELDS, dialect="apimodels")
-    return parse_request(body)
+    fields = without_empty(body)  # "" and null mean "not given"
+    refuse_fields(fields, REFUSED_FIELDS, dialect="apimodels")
+    return parse_request(fields)
 
 
 def envelope(data: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,7 @@ from producer.http import (
     edits_routes,
     files,
     kling_routes,
+    models_routes,
     openai_routes,
     webhook_routes,
 )
@@ -24,17 +26,26 @@ from producer.http.errors import install_error_handlers
 from producer.http.limits import BodySizeLimit, RateLimiter, RateLimitExceededError, rate_limit_response
 from producer.http.waiter import JobWaiter
 from producer.keys import KeyDirectory, KeyRing, database_lookup
-from shared.catalog import load_catalog
+from shared.catalog import catalog_for
 from shared.config import Settings, get_settings
 from shared.db.engine import make_engine
 from shared.egress import EgressPolicy
+from shared.errors import ConfigurationError
 from shared.logs import configure_logging
+from shared.provider_modes import log_provider_report
 from shared.queue import TaskSender, make_celery
 from shared.storage import LocalStorage
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    """The API; a bad setting or catalog file stops the process with one line naming it (no traceback)."""
+    try:
+        settings = settings or get_settings()
+        catalog = catalog_for(settings)
+    except ConfigurationError as exc:
+        raise SystemExit(f"imagejobs: {exc}") from None
     configure_logging()
 
     @asynccontextmanager
@@ -43,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, pool_size=20)
         app.state.context = ApiContext(
             settings=settings,
-            catalog=load_catalog(),
+            catalog=catalog,
             engine=engine,
             sender=TaskSender(make_celery(settings, main="producer")),
             keys=KeyRing(key.get_secret_value() for key in settings.api_keys),
@@ -61,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             limiter=limiter,
         )
+        log_provider_report(settings, log)
         await waiter.start()
         try:
             yield
@@ -78,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_multipart_bytes=settings.limits.max_multipart_body_bytes,
     )
     app.include_router(openai_routes.router)
+    app.include_router(models_routes.router)
     app.include_router(edits_routes.router)
     app.include_router(kling_routes.router)
     app.include_router(apimodels_routes.router)

@@ -31,7 +31,7 @@ from producer.http.errors import Failure, dialect_route
 from producer.http.tasks import enqueue_task, epoch_ms, load_task, parse_request, refuse_fields
 from shared.catalog import Catalog
 from shared.db.tables import Job
-from shared.jobs import ImageRequest, JobStatus
+from shared.jobs import ImageRequest, JobStatus, without_empty
 
 #: the model of a Kling-task body without ``model`` (seed 002's body has none)
 DEFAULT_MODEL: Final = "kling-image"
@@ -82,8 +82,8 @@ Context = Annotated[ApiContext, Depends(api_context)]
 
 def kling_request(body: Mapping[str, Any], catalog: Catalog) -> ImageRequest:
     """The unified request for a Kling-task body (defaults applied; a bad field raises naming it)."""
-    refuse_fields(body, REFUSED_FIELDS, dialect="Kling task")
-    fields = dict(body)
+    fields = without_empty(body)  # Kling's examples send "" for unset optionals
+    refuse_fields(fields, REFUSED_FIELDS, dialect="Kling task")
     model = fields.get("model")
     if model is None:
         model = DEFAULT_MODEL

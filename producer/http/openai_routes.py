@@ -1,4 +1,4 @@
-"""The OpenAI Images dialect: create (sync or async), query tasks, list models."""
+"""The OpenAI Images dialect: create (sync or async), query tasks (models: ``models_routes``)."""
 
 from __future__ import annotations
 
@@ -103,13 +103,3 @@ async def get_generation(task_id: str, owner: Owner, context: Context) -> JobVie
 async def query_generation(task_id: Annotated[str, Query(min_length=1)], owner: Owner, context: Context) -> JobView:
     """The same task object, by ``?task_id=``."""
     return await run_in_threadpool(context.load_view, task_id, owner)
-
-
-@router.get("/v1/models")
-async def list_models(_owner: Owner, context: Context) -> dict[str, Any]:
-    """Every public model name (OpenAI list format)."""
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": context.catalog.models[name].provider}
-        for name in context.catalog.names()
-    ]
-    return {"object": "list", "data": data}

@@ -1,17 +1,19 @@
-"""The public model catalog: a TOML data file and the pydantic models that load and check it."""
+"""The public model catalog: TOML data files and the pydantic models that load and check them."""
 
 from shared.catalog.entries import (
+    Availability,
     Catalog,
     ModelEntry,
     ParamRule,
     PollingPolicy,
     Price,
     PriceSnapshot,
-    load_catalog,
 )
+from shared.catalog.loading import catalog_for, load_catalog
 from shared.catalog.validation import ValidatedRequest, validate_request
 
 __all__ = [
+    "Availability",
     "Catalog",
     "ModelEntry",
     "ParamRule",
@@ -19,6 +21,7 @@ __all__ = [
     "Price",
     "PriceSnapshot",
     "ValidatedRequest",
+    "catalog_for",
     "load_catalog",
     "validate_request",
 ]

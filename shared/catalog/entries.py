@@ -1,17 +1,13 @@
-"""Catalog entries as pydantic models, loaded from ``models.toml`` and checked at start-up."""
+"""Catalog entries as pydantic models (loaded and checked at start-up by ``shared.catalog.loading``)."""
 
 from __future__ import annotations
 
-import tomllib
 from decimal import Decimal
-from functools import lru_cache
-from importlib import resources
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.catalog.checks import CHECKS
-from shared.errors import ConfigurationError
 
 ParamType = Literal["string", "integer", "number", "image", "image_list", "object_list"]
 
@@ -151,10 +147,23 @@ class ModelEntry(_Strict):
         return self
 
 
+class Availability(_Strict):
+    """Whether a provider's models can be served: ``live`` (real credentials), ``emulated`` (the emulator, an
+    explicit choice) or ``disabled`` (no credentials: ``missing`` names the settings that would enable it)."""
+
+    mode: Literal["live", "emulated", "disabled"] = "live"
+    missing: tuple[str, ...] = ()
+
+
+LIVE = Availability()
+
+
 class Catalog(_Strict):
-    """Every public model, by name."""
+    """Every public model, by name, and whether each provider can serve them."""
 
     models: dict[str, ModelEntry]
+    #: by provider; a provider not listed is live (a catalog without settings, e.g. in tools and unit tests)
+    providers: dict[str, Availability] = Field(default_factory=dict)
 
     def get(self, name: str) -> ModelEntry | None:
         return self.models.get(name)
@@ -162,45 +171,9 @@ class Catalog(_Strict):
     def names(self) -> list[str]:
         return sorted(self.models)
 
+    def availability(self, entry: ModelEntry) -> Availability:
+        return self.providers.get(entry.provider, LIVE)
 
-def parse_catalog(*texts: str) -> Catalog:
-    """Parse catalog TOML texts (one per provider file); raises ``ConfigurationError`` naming the problem."""
-    raw: dict[str, dict[str, Any]] = {}
-    try:
-        for text in texts:
-            for name, entry in tomllib.loads(text).get("models", {}).items():
-                if name in raw:
-                    raise ConfigurationError(f"invalid model catalog: model {name!r} is defined twice")
-                raw[name] = entry
-        resolved = {name: _resolve(name, raw, ()) for name in raw}
-        return Catalog.model_validate({"models": resolved})
-    except (tomllib.TOMLDecodeError, ValidationError) as exc:
-        raise ConfigurationError(f"invalid model catalog: {exc}") from exc
-
-
-def _resolve(name: str, raw: dict[str, dict[str, Any]], seen: tuple[str, ...]) -> dict[str, Any]:
-    """The entry with its ``extends`` chain applied (``params`` and ``polling`` merge key by key)."""
-    if name in seen:
-        raise ConfigurationError(f"invalid model catalog: extends cycle {' → '.join((*seen, name))}")
-    entry = dict(raw[name])
-    parent_name = entry.pop("extends", None)
-    if parent_name is None:
-        return {**entry, "name": name}
-    if parent_name not in raw:
-        raise ConfigurationError(f"invalid model catalog: {name!r} extends unknown model {parent_name!r}")
-    merged = _resolve(parent_name, raw, (*seen, name))
-    for key, value in entry.items():
-        if key in ("params", "polling") and isinstance(value, dict):
-            merged[key] = {**merged.get(key, {}), **value}
-        else:
-            merged[key] = value
-    merged["name"] = name
-    return merged
-
-
-@lru_cache(maxsize=1)
-def load_catalog() -> Catalog:
-    """The catalog shipped with the package: every ``models/*.toml``."""
-    folder = resources.files("shared.catalog").joinpath("models")
-    files = sorted((item for item in folder.iterdir() if item.name.endswith(".toml")), key=lambda item: item.name)
-    return parse_catalog(*(item.read_text(encoding="utf-8") for item in files))
+    def with_providers(self, providers: dict[str, Availability]) -> Catalog:
+        """This catalog as served by a process whose settings gave ``providers`` their availability."""
+        return self.model_copy(update={"providers": providers})

@@ -47,6 +47,14 @@ def validate_request(request: ImageRequest, *, catalog: Catalog) -> ValidatedReq
             param="model",
             code="model_not_found",
         )
+    availability = catalog.availability(entry)
+    if availability.mode == "disabled":
+        raise InvalidRequestError(
+            f"The model '{entry.name}' is not available: its provider '{entry.provider}' has no credentials"
+            f" configured (set {' and '.join(availability.missing)}).",
+            param="model",
+            code="model_not_available",
+        )
     variant_name, upstream_model = _resolve_variant(entry, request.model_name)
     rules = entry.params if variant_name is None else {**entry.params, **entry.variants[variant_name].params}
     params = request.model_params()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from shared.catalog import PriceSnapshot, ValidatedRequest, load_catalog, validate_request
-from shared.catalog.entries import parse_catalog
+from shared.catalog.loading import parse_catalog
 from shared.errors import ConfigurationError, InvalidRequestError
 from shared.jobs import ImageRequest
 from worker.providers import PROVIDERS

@@ -14,6 +14,7 @@ from shared.config import (
     EMULATOR_OPENAI_API_KEY,
     Settings,
     load_settings,
+    provider_modes,
 )
 from shared.errors import ConfigurationError
 from shared.jobs import Priority
@@ -206,6 +207,7 @@ def test_providers_without_credentials_use_the_emulator(env: pytest.MonkeyPatch)
     assert settings.openai.base_url == "http://127.0.0.1:9555/openai"
     assert settings.openai.api_key is not None
     assert settings.openai.api_key.get_secret_value() == EMULATOR_OPENAI_API_KEY
+    assert provider_modes(settings) == dict.fromkeys(settings.provider_sections(), "emulated")
 
 
 def test_provider_with_credentials_keeps_its_real_base_url(env: pytest.MonkeyPatch) -> None:
@@ -230,7 +232,43 @@ def test_provider_with_credentials_and_a_base_url_uses_that_url(env: pytest.Monk
     settings = load_settings()
 
     assert settings.openai.base_url == "https://relay.example.com"
-    assert settings.kling.base_url == "http://127.0.0.1:9100/kling"  # still the emulator (default emulator_url)
+    assert settings.kling.mode == "disabled"  # no credentials and no emulator: not pointed anywhere
+    assert settings.kling.access_key is None
+
+
+def test_providers_without_credentials_are_disabled_unless_the_emulator_is_chosen(env: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+
+    assert provider_modes(settings) == dict.fromkeys(settings.provider_sections(), "disabled")
+    assert settings.openai.api_key is None and settings.kling.access_key is None
+    assert settings.openai.base_url == "https://api.openai.com"  # never the emulator
+    assert settings.kling.credential_settings("kling") == ("IMAGEJOBS_KLING__ACCESS_KEY", "IMAGEJOBS_KLING__SECRET_KEY")
+    assert settings.openai.credential_settings("openai") == ("IMAGEJOBS_OPENAI__API_KEY",)
+    assert all(section.channel_names() == [] for section in settings.provider_sections().values())
+
+
+def test_providers_are_live_emulated_or_disabled(env: pytest.MonkeyPatch) -> None:
+    env.setenv("IMAGEJOBS_EMULATOR_URL", "http://127.0.0.1:9555")
+    env.setenv("IMAGEJOBS_OPENAI__API_KEY", "sk-real")
+    env.setenv("IMAGEJOBS_BFL__CHANNELS", '[{"name": "bfl-b", "api_key": "bfl-real"}]')
+
+    modes = provider_modes(load_settings())
+
+    assert modes == {
+        "kling": "emulated",
+        "openai": "live",
+        "gemini": "emulated",
+        "ark": "emulated",
+        "bfl": "live",  # its extra channel has credentials
+        "relay": "emulated",
+    }
+
+
+def test_the_provider_mode_cannot_be_set_from_the_environment(env: pytest.MonkeyPatch) -> None:
+    env.setenv("IMAGEJOBS_OPENAI___MODE", "live")
+    env.setenv("IMAGEJOBS_OPENAI__MODE", "live")
+
+    assert load_settings().openai.mode == "disabled"
 
 
 def test_secrets_are_not_shown_in_the_settings_repr() -> None:
