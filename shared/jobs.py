@@ -116,6 +116,10 @@ class ImageRequest(BaseModel):
     multi_model_name: str | None = None
     background: str | None = None
     output_format: str | None = None
+    output_compression: int | None = None
+    #: OpenAI: answer Server-Sent Events (and how many partial images before the final one)
+    stream: bool | None = None
+    partial_images: int | None = None
     moderation: str | None = None
     mask: str | None = None
     input_fidelity: str | None = None

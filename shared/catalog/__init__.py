@@ -5,10 +5,9 @@ from shared.catalog.entries import (
     ModelEntry,
     ParamRule,
     PollingPolicy,
-    Price,
-    PriceSnapshot,
     load_catalog,
 )
+from shared.catalog.pricing import Price, PriceSnapshot
 from shared.catalog.validation import ValidatedRequest, validate_request
 
 __all__ = [

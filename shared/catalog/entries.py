@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tomllib
-from decimal import Decimal
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal, Self
@@ -11,9 +10,10 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.catalog.checks import CHECKS
+from shared.catalog.pricing import Price
 from shared.errors import ConfigurationError
 
-ParamType = Literal["string", "integer", "number", "image", "image_list", "object_list"]
+ParamType = Literal["string", "integer", "number", "boolean", "image", "image_list", "object_list"]
 
 
 class _Strict(BaseModel):
@@ -39,33 +39,6 @@ class ParamRule(_Strict):
         if self.upstream is False:
             return None
         return self.upstream or name
-
-
-class Price(_Strict):
-    """A price per delivered image or per request, optionally varying with one parameter's value."""
-
-    per: Literal["image", "request"]
-    amount: Decimal = Field(ge=0)
-    by: str | None = None
-    amounts: dict[str, Decimal] = Field(default_factory=dict)
-
-    def unit_amount(self, params: dict[str, object]) -> Decimal:
-        if self.by is not None:
-            value = params.get(self.by)
-            if isinstance(value, str) and value in self.amounts:
-                return self.amounts[value]
-        return self.amount
-
-
-class PriceSnapshot(_Strict):
-    """The price taken at submit time; cost is computed from it on success only."""
-
-    per: Literal["image", "request"]
-    unit_amount: Decimal
-    currency: str
-
-    def cost(self, *, images_delivered: int) -> Decimal:
-        return self.unit_amount if self.per == "request" else self.unit_amount * images_delivered
 
 
 class Operation(_Strict):

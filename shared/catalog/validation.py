@@ -13,9 +13,8 @@ from shared.catalog.entries import (
     Operation,
     ParamRule,
     PollingPolicy,
-    Price,
-    PriceSnapshot,
 )
+from shared.catalog.pricing import Price, PriceSnapshot
 from shared.errors import InvalidRequestError
 from shared.jobs import ImageRequest, JsonObject
 
@@ -78,7 +77,7 @@ def validate_request(request: ImageRequest, *, catalog: Catalog) -> ValidatedReq
         operation=operation.name,
         upstream_params=upstream_params,
         image_count=count if isinstance(count, int) else 1,
-        price=PriceSnapshot(per=price.per, unit_amount=price.unit_amount(params), currency=entry.currency),
+        price=price.snapshot(params, currency=entry.currency),
         polling=entry.polling,
     )
 
@@ -117,6 +116,8 @@ def _check_value(name: str, value: Any, rule: ParamRule) -> None:  # noqa: C901 
         raise fail("expected an integer")
     if rule.type == "number" and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise fail("expected a number")
+    if rule.type == "boolean" and not isinstance(value, bool):
+        raise fail("expected a boolean")
     if rule.type in ("string", "image") and not isinstance(value, str):
         raise fail("expected a string")
     if rule.type in ("image_list", "object_list") and not isinstance(value, list):
