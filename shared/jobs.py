@@ -137,5 +137,15 @@ class ImageRequest(BaseModel):
 
 #: fields about how *we* handle the job, valid for every model and never sent upstream
 GATEWAY_FIELDS: Final[frozenset[str]] = frozenset(
-    {"model", "response_format", "user", "callback_url", "external_task_id", "async_", "model_name", "priority"}
+    {
+        "model",
+        "response_format",
+        "user",
+        "callback_url",
+        "external_task_id",
+        "async_",
+        "model_name",
+        "priority",
+        "stream",
+    }
 )

@@ -116,7 +116,7 @@ def _submit_claimed(job: Job, spec: JobSpec, *, channel: str, rt: Runtime) -> No
             rt.health.succeeded(job.provider, channel)
     if isinstance(submission, Completed):
         finish_job(job.id, from_=JobStatus.SUBMITTING, provider=job.provider, images=submission.images, rt=rt,
-                   served_model=submission.served_model)  # fmt: skip
+                   served_model=submission.served_model, upstream_report=submission.report)  # fmt: skip
         return
     _start_polling(job, submission, attempt=spec.attempt, rt=rt)
 

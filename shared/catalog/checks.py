@@ -212,9 +212,7 @@ def gpt_image_2_size(params: JsonObject) -> None:
         return
     match = _WXH.match(str(size))
     if match is None:
-        raise InvalidRequestError(
-            f"Invalid value for 'size': '{size}' is not auto or WIDTHxHEIGHT.", param="size"
-        )
+        raise InvalidRequestError(f"Invalid value for 'size': '{size}' is not auto or WIDTHxHEIGHT.", param="size")
     width, height = int(match[1]), int(match[2])
     long, short = max(width, height), min(width, height)
     least, most = _GPT_IMAGE_2_PIXELS

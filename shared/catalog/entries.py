@@ -13,7 +13,7 @@ from shared.catalog.checks import CHECKS
 from shared.catalog.pricing import Price
 from shared.errors import ConfigurationError
 
-ParamType = Literal["string", "integer", "number", "boolean", "image", "image_list", "object_list"]
+ParamType = Literal["string", "integer", "number", "image", "image_list", "object_list"]
 
 
 class _Strict(BaseModel):

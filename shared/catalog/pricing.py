@@ -212,8 +212,12 @@ def cost_of(
             basis="usage",
             unit_price=unit_price,
             quantity=images_delivered,
-            inputs={**inputs, "usage": dict(usage), "rates_per_million": rates.model_dump(mode="json"),
-                    "estimate": str(estimate)},
+            inputs={
+                **inputs,
+                "usage": dict(usage),
+                "rates_per_million": rates.model_dump(mode="json"),
+                "estimate": str(estimate),
+            },
         )
     if per == "request":
         return Cost(amount=unit_price, basis="per_request", unit_price=unit_price, quantity=1, inputs=inputs)

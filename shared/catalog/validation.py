@@ -116,8 +116,6 @@ def _check_value(name: str, value: Any, rule: ParamRule) -> None:  # noqa: C901 
         raise fail("expected an integer")
     if rule.type == "number" and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise fail("expected a number")
-    if rule.type == "boolean" and not isinstance(value, bool):
-        raise fail("expected a boolean")
     if rule.type in ("string", "image") and not isinstance(value, str):
         raise fail("expected a string")
     if rule.type in ("image_list", "object_list") and not isinstance(value, list):

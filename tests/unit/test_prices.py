@@ -152,8 +152,8 @@ def _table_rows() -> Iterator[Any]:
         priced: list[tuple[str | None, str, Price]] = [
             (None, op.name, op.price) for op in entry.operations if op.price is not None
         ]
-        for variant_name, variant in entry.variants.items():
-            priced.extend((variant_name, op_name, price) for op_name, price in variant.prices.items())
+        for value, variant in entry.variants.items():
+            priced.extend((value, op_name, price) for op_name, price in variant.prices.items())
         for variant_name, op_name, price in priced:
             rules = {**entry.params, **(entry.variants[variant_name].params if variant_name else {})}
             for row in price.amounts or {"": price.amount}:

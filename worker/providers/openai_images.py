@@ -49,6 +49,8 @@ _MODERATION_CODES = ("moderation_blocked", "content_policy_violation")
 _DALLE_QUALITY = {"standard": "medium", "hd": "high"}
 _DALLE_SIZE = {"1792x1024": "1536x1024", "1024x1792": "1024x1536", "256x256": "1024x1024", "512x512": "1024x1024"}
 _UPLOAD_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+#: the fields of an answer, besides the images, that the job keeps (``Completed.report``)
+REPORTED_FIELDS = ("background", "output_format", "quality", "size", "usage")
 
 Upload = tuple[str, tuple[str, bytes, str]]
 
@@ -65,6 +67,7 @@ class _ImageParams(BaseModel):
     quality: str | None = None
     background: str | None = None
     output_format: str | None = None
+    output_compression: int | None = None
     response_format: Literal["b64_json"] | None = None
 
 
@@ -93,8 +96,21 @@ class OpenAIImage(BaseModel):
 
 
 class ImagesResponse(BaseModel):
+    """https://platform.openai.com/docs/api-reference/images/object: GPT image answers also name the size,
+    quality, background and output format they produced and the tokens they billed (``usage``)."""
+
     created: int
     data: list[OpenAIImage] = []
+    background: str | None = None
+    output_format: str | None = None
+    quality: str | None = None
+    size: str | None = None
+    usage: dict[str, Any] | None = None
+
+    def report(self) -> JsonObject | None:
+        """What the answer says besides the images (kept on the job, answered to OpenAI clients, priced)."""
+        reported = self.model_dump(include=set(REPORTED_FIELDS), exclude_none=True)
+        return reported or None
 
 
 class ModerationDetails(BaseModel):
@@ -146,7 +162,8 @@ class OpenAIImagesProvider:
         images = tuple(_to_result_image(image) for image in parsed.data)
         if not images:
             raise UnexpectedResponseError("OpenAI answered without images", provider=NAME)
-        return Completed(images=images, served_model=model if model != spec.upstream_model else None)
+        served_model = model if model != spec.upstream_model else None
+        return Completed(images=images, served_model=served_model, report=parsed.report())
 
     def poll(self, upstream_id: str) -> PollResult:
         raise NotImplementedError(f"OpenAI Images is synchronous; nothing to poll for {upstream_id}")
