@@ -39,7 +39,8 @@ _SIZES = {
 }
 _QUALITIES = {"gpt": ("auto", "high", "medium", "low"), DALL_E_2: ("standard",), DALL_E_3: ("standard", "hd")}
 _PROMPT_LIMITS = {"gpt": 32000, DALL_E_2: 1000, DALL_E_3: 4000}
-_GPT_IMAGE_2_MAX = (3840, 2160)
+_GPT_IMAGE_2_MAX_EDGE = 3840
+_GPT_IMAGE_2_PIXELS = (655_360, 8_294_400)
 
 
 Background = Literal["opaque", "transparent"]
@@ -128,15 +129,16 @@ def _model(body: Mapping[str, Any], *, edit: bool, dalle_retired: bool) -> str:
 
 
 def _custom_size(size: str) -> tuple[int, int] | None:
-    """gpt-image-2's arbitrary ``WxH``: multiples of 16, aspect within 1:3..3:1, at most 3840x2160."""
+    """gpt-image-2's arbitrary ``WxH``: multiples of 16, the longer edge at most 3840 and at most 3× the shorter,
+    655,360 to 8,294,400 pixels (https://platform.openai.com/docs/guides/image-generation)."""
     width_s, _, height_s = size.partition("x")
     if not (width_s.isdigit() and height_s.isdigit()):
         return None
     width, height = int(width_s), int(height_s)
     long, short = max(width, height), min(width, height)
-    if short == 0 or width % 16 or height % 16 or long > 3 * short:
+    if short == 0 or width % 16 or height % 16 or long > 3 * short or long > _GPT_IMAGE_2_MAX_EDGE:
         return None
-    if long > _GPT_IMAGE_2_MAX[0] or short > _GPT_IMAGE_2_MAX[1]:
+    if not _GPT_IMAGE_2_PIXELS[0] <= width * height <= _GPT_IMAGE_2_PIXELS[1]:
         return None
     return width, height
 
