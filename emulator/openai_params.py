@@ -68,6 +68,9 @@ class OpenAIImageRequest:
     background: Background
     #: ``size`` was ``auto`` (or omitted on a GPT image model): an edit may follow the input's shape
     auto_size: bool = False
+    #: answer Server-Sent Events, with this many partial images before each final one
+    stream: bool = False
+    partial_images: int = 0
 
     @property
     def is_gpt(self) -> bool:
@@ -171,8 +174,9 @@ def _gpt_options(body: Mapping[str, Any], model: str, *, edit: bool) -> tuple[Im
     _int(body, "output_compression", 100, 0, 100)
     _choice(body, "moderation", ("low", "auto"))
     _int(body, "partial_images", 0, 0, 3)
-    if body.get("stream") not in (None, False):
-        raise OpenAIParamError("The emulator does not support stream=true.", "stream")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise OpenAIParamError("Invalid type for 'stream': expected a boolean.", "stream")
     if edit and _choice(body, "input_fidelity", ("high", "low")) and model == "gpt-image-1-mini":
         raise OpenAIParamError("input_fidelity is not supported for gpt-image-1-mini.", "input_fidelity")
     fmt: ImageFormat = "jpeg" if output_format == "jpeg" else "webp" if output_format == "webp" else "png"
@@ -214,4 +218,6 @@ def parse_image_request(
         output_format=output_format,
         background=background,
         auto_size=auto_size,
+        stream=body.get("stream") is True,
+        partial_images=_int(body, "partial_images", 0, 0, 3),
     )

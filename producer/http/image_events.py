@@ -1,12 +1,14 @@
 """``stream: true``: a job's answer as Server-Sent Events in OpenAI's shapes, for the official SDK's iterator.
 
-Generations answer ``image_generation.completed`` events, edits ``image_edit.completed`` — one per image, in
-order, each with the image as ``b64_json`` and the size, quality, background and output format the upstream
-reported (else what the stored image shows). The upstreams are called without streaming, so no
-``*.partial_image`` events come before them (OpenAI documents partials as optional: a request may get fewer
-than ``partial_images``). The job's token ``usage`` rides on the last event (earlier ones carry zero) so a
-client summing usage counts it once. A job that fails, is cancelled or is still running at the sync timeout
-ends the stream with an ``error`` event, which the SDK raises as ``openai.APIError``.
+Generations answer ``image_generation.*`` events, edits ``image_edit.*``: per image, the partial images the
+upstream streamed for it (``*.partial_image``, when ``partial_images`` was asked for and the upstream has
+partials), then its ``*.completed`` event, each with the image as ``b64_json`` and the size, quality,
+background and output format the upstream reported (else what the stored image shows). An upstream without
+partials gives one completed event per image. The events are sent once the job has ended — the worker keeps
+the partials it received and this stream relays them in order, not as they arrive. The job's token ``usage``
+rides on the last completed event (earlier ones carry zero) so a client summing usage counts it once. A job
+that fails, is cancelled or is still running at the sync timeout ends the stream with an ``error`` event,
+which the SDK raises as ``openai.APIError``.
 Event shapes: https://platform.openai.com/docs/api-reference/images-streaming
 """
 
@@ -39,6 +41,7 @@ async def job_events(
     finished: Awaitable[bool],
     load: Callable[[str], Awaitable[JobView]],
     read_images: Callable[[str], Awaitable[list[bytes]]],
+    read_partials: Callable[[str], Awaitable[list[bytes]]],
 ) -> AsyncIterator[bytes]:
     """The events of one job: its completed images, or one error."""
     done = await finished
@@ -53,8 +56,14 @@ async def job_events(
         yield _sse("error", _error(message, code=code, task_id=job_id))
         return
     blobs = await read_images(job_id)
+    partials = await read_partials(job_id)
+    # the upstream streams each image's partials before it; an uneven count all go before the first image
+    per_image = len(partials) // len(blobs) if blobs and len(partials) % len(blobs) == 0 else len(partials)
     last = len(blobs) - 1
     for index, (blob, image) in enumerate(zip(blobs, view.data, strict=True)):
+        mine = partials[index * per_image : (index + 1) * per_image] if per_image else []
+        for partial_index, partial in enumerate(mine):
+            yield _sse(f"{kind}.partial_image", partial_event(view, image, partial, kind=kind, index=partial_index))
         event = completed_event(view, image, blob, kind=kind, with_usage=index == last)
         yield _sse(event["type"], event)
 
@@ -75,6 +84,13 @@ def completed_event(
         "usage": (view.usage or _NO_USAGE) if with_usage else _NO_USAGE,
         "task_id": view.id,
     }
+
+
+def partial_event(view: JobView, image: ImageView, blob: bytes, *, kind: EventKind, index: int) -> dict[str, Any]:
+    """``image_generation.partial_image`` / ``image_edit.partial_image``: one partial image."""
+    event = completed_event(view, image, blob, kind=kind, with_usage=False)
+    del event["usage"]
+    return event | {"type": f"{kind}.partial_image", "partial_image_index": index}
 
 
 def _error(message: str, *, code: str, task_id: str) -> dict[str, Any]:

@@ -68,7 +68,14 @@ async def answer_images(
     if payload.stream:
         finished = _wait(context, job_id)
         load = _loader(context, owner)
-        stream = job_events(job_id, kind=events, finished=finished, load=load, read_images=_images_reader(context))
+        stream = job_events(
+            job_id,
+            kind=events,
+            finished=finished,
+            load=load,
+            read_images=_reader(context, _read_images),
+            read_partials=_reader(context, _read_partials),
+        )
         return StreamingResponse(stream, media_type="text/event-stream", headers={"x-task-id": job_id})
     waits = not wants_async(payload, prefer) and context.settings.sync_timeout_s > 0
     if waits and await _wait(context, job_id):
@@ -99,9 +106,11 @@ def _loader(context: ApiContext, owner: str) -> Callable[[str], Awaitable[JobVie
     return load
 
 
-def _images_reader(context: ApiContext) -> Callable[[str], Awaitable[list[bytes]]]:
+def _reader(
+    context: ApiContext, read_blobs: Callable[[ApiContext, str], list[bytes]]
+) -> Callable[[str], Awaitable[list[bytes]]]:
     async def read(job_id: str) -> list[bytes]:
-        return await run_in_threadpool(_read_images, context, job_id)
+        return await run_in_threadpool(read_blobs, context, job_id)
 
     return read
 
@@ -146,6 +155,14 @@ def _read_images(context: ApiContext, job_id: str) -> list[bytes]:
     with context.session() as session:
         images = jobs_repo.list_images(session=session, job_id=job_id)
     return [context.storage.get(image.storage_key) for image in images]
+
+
+def _read_partials(context: ApiContext, job_id: str) -> list[bytes]:
+    """The partial images the worker kept for a streamed answer (``Job.upstream_report``), in order."""
+    with context.session() as session:
+        job = session.get(Job, job_id)
+    keys = (job.upstream_report or {}).get("partial_images", []) if job is not None else []
+    return [context.storage.get(key) for key in keys if isinstance(key, str)]
 
 
 @router.get("/v1/images/generations/{task_id}")

@@ -187,19 +187,38 @@ def test_gpt_image_answers_b64_json_with_what_openai_reports_and_costs_its_usage
     assert dalle_cost["inputs"] == {"quality": "hd", "size": "1792x1024"}
 
 
-def test_stream_true_yields_completed_events_through_the_sdk_iterator(stack: Stack) -> None:
+def test_stream_true_yields_partial_and_completed_events_through_the_sdk_iterator(stack: Stack) -> None:
     client = sdk(stack)
 
-    events = list(client.images.generate(model="gpt-image-2", prompt="a fox", size="1280x720", n=2, stream=True))
+    events = list(
+        client.images.generate(model="gpt-image-2", prompt="a fox", size="1280x720", n=2, stream=True, partial_images=2)
+    )
 
-    assert [event.type for event in events] == ["image_generation.completed"] * 2
+    assert [event.type for event in events] == [
+        *["image_generation.partial_image"] * 2,
+        "image_generation.completed",
+        *["image_generation.partial_image"] * 2,
+        "image_generation.completed",
+    ]
+    partials = [event for event in events if event.type == "image_generation.partial_image"]
+    assert [event.partial_image_index for event in partials] == [0, 1, 0, 1]
+    completed = [event for event in events if event.type == "image_generation.completed"]
     for event in events:
-        assert event.type == "image_generation.completed"
         assert open_png(base64.b64decode(event.b64_json)).size == (1280, 720)
         assert (event.size, event.output_format) == ("1280x720", "png")
-    assert events[-1].usage.output_tokens > 0 and events[0].usage.output_tokens == 0
+    assert completed[-1].usage.output_tokens > 0 and completed[0].usage.output_tokens == 0
     task_id = (events[-1].model_extra or {})["task_id"]
     assert stack.rows.job(task_id).status == "succeeded"
+    assert len(stack.rows.images(task_id)) == 2  # partials are not results: two images, priced as two
+
+    plain = list(client.images.generate(model="gpt-image-1", prompt="a fox", stream=True))
+    assert [event.type for event in plain] == ["image_generation.completed"]
+    kling = list(
+        client.images.generate(
+            model="kling-image", prompt="a fox", stream=True, extra_body={"model_name": "kling-v2-1"}
+        )
+    )
+    assert [event.type for event in kling] == ["image_generation.completed"]  # an upstream without partials
 
     edit_events = list(
         client.images.edit(

@@ -56,6 +56,8 @@ class Completed:
     #: what the upstream said about the result besides the images (OpenAI: size, quality, background,
     #: output_format and the token usage it billed); None when it says nothing
     report: JsonObject | None = None
+    #: partial images the upstream streamed before the final ones (OpenAI ``partial_images``), in order
+    partials: tuple[ResultImage, ...] = ()
 
 
 Submission = Accepted | Completed
