@@ -478,18 +478,33 @@ def _price(**request: Any) -> tuple[str, Decimal]:
 @pytest.mark.parametrize(
     ("request_fields", "operation", "amount"),
     [
-        pytest.param({"model": "gpt-image-1", "quality": "high"}, "text2img", "0.167", id="gpt-image-1-high"),
-        pytest.param({"model": "gpt-image-1-mini", "quality": "low"}, "text2img", "0.0022", id="mini-low"),
-        pytest.param({"model": "gpt-image-1-mini"}, "text2img", "0.0084", id="mini-default"),
-        pytest.param({"model": "gpt-image-1.5", "quality": "high"}, "text2img", "0.1331", id="1.5-high"),
         pytest.param(
-            {"model": "gpt-image-1.5", "quality": "medium", "image": "https://x.test/a.png"},
+            {"model": "gpt-image-1", "quality": "high", "size": "1024x1024"},
+            "text2img",
+            "0.1664",
+            id="gpt-image-1-high",
+        ),
+        pytest.param(
+            {"model": "gpt-image-1", "quality": "high", "size": "1536x1024"},
+            "text2img",
+            "0.24832",
+            id="gpt-image-1-wide",
+        ),
+        pytest.param(
+            {"model": "gpt-image-1-mini", "quality": "low", "size": "1024x1024"}, "text2img", "0.002176", id="mini-low"
+        ),
+        pytest.param({"model": "gpt-image-1-mini"}, "text2img", "0.012672", id="mini-default"),
+        pytest.param(
+            {"model": "gpt-image-1.5", "quality": "high", "size": "1024x1024"}, "text2img", "0.13312", id="1.5-high"
+        ),
+        pytest.param(
+            {"model": "gpt-image-1.5", "quality": "medium", "size": "1024x1024", "image": "https://x.test/a.png"},
             "edit",
-            "0.0338",
+            "0.033792",
             id="1.5-edit",
         ),
         pytest.param({"model": "dall-e-3"}, "text2img", "0.04", id="dall-e-3-standard"),
-        pytest.param({"model": "dall-e-3", "quality": "hd", "size": "1792x1024"}, "text2img", "0.08", id="dall-e-3-hd"),
+        pytest.param({"model": "dall-e-3", "quality": "hd", "size": "1792x1024"}, "text2img", "0.12", id="dall-e-3-hd"),
         pytest.param({"model": "dall-e-2"}, "text2img", "0.020", id="dall-e-2-default"),
         pytest.param({"model": "dall-e-2", "size": "256x256"}, "text2img", "0.016", id="dall-e-2-256"),
         pytest.param(
