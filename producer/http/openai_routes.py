@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
@@ -38,12 +38,16 @@ def wants_async(payload: ImageRequest, prefer: str | None) -> bool:
     return bool(payload.async_) or payload.callback_url is not None or prefers_async
 
 
+#: upstream model names of OpenAI's GPT image family (served by OpenAI or relayed)
+GPT_IMAGE_MODELS: Final = ("gpt-image-", "chatgpt-image-")
+
+
 def default_response_format(payload: ImageRequest, context: ApiContext) -> ImageRequest:
     """GPT image models answer base64 unless asked otherwise, as OpenAI's do; every other model a URL."""
     if payload.response_format is not None:
         return payload
     entry = context.catalog.get(payload.model)
-    if entry is None or entry.provider != "openai" or (entry.upstream_model or "").startswith("dall-e"):
+    if entry is None or not (entry.upstream_model or "").startswith(GPT_IMAGE_MODELS):
         return payload
     return payload.model_copy(update={"response_format": "b64_json"})
 

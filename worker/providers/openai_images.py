@@ -202,23 +202,24 @@ class OpenAIImagesProvider:
         return self._post(EDITS_PATH, data=request.form_fields(), files=files)
 
     def _post(self, path: str, **content: Any) -> ImagesResponse:
-        streamed = (content.get("json") or content.get("data") or {}).get("stream") in (True, "true")
-        if not streamed:
-            return call(
-                self._http,
-                "POST",
-                path,
-                ImagesResponse,
-                provider=NAME,
-                error_for=_error_for,
-                headers=self._auth,
-                **content,
-            )
+        if _asks_for_events(content):
+            return self._post_streamed(path, **content)
+        return call(
+            self._http, "POST", path, ImagesResponse, provider=NAME, error_for=_error_for, headers=self._auth, **content
+        )
+
+    def _post_streamed(self, path: str, **content: Any) -> ImagesResponse:
+        """A ``stream`` request: its answer is Server-Sent Events (read whole: the job keeps the partials)."""
         with map_transport_errors(NAME):
             response = self._http.request("POST", path, headers=self._auth, **content)
         if response.status_code != 200:
             raise _error_for(response)
         return _from_events(response)
+
+
+def _asks_for_events(content: dict[str, Any]) -> bool:
+    fields = content.get("json") or content.get("data") or {}
+    return fields.get("stream") in (True, "true")
 
 
 def _is_dalle(model: str) -> bool:
