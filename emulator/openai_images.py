@@ -21,10 +21,11 @@ import json
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from emulator.faults import front_door, generation_time
 from emulator.knobs import Knobs
@@ -202,7 +203,10 @@ class OpenAIEmulator:
             return _safety_block(params, "output")
         if markers.fail or self.knobs.chance(self.knobs.config.openai.failure_rate):
             return _server_error()
-        return JSONResponse(self._images_response(request, params, result_id, input_images))
+        body = self._images_response(request, params, result_id, input_images)
+        if params.stream and params.is_gpt:
+            return StreamingResponse(_events(body, params, edit=edit), media_type="text/event-stream")
+        return JSONResponse(body)
 
     def _auth_error(self, request: Request) -> Response | None:
         scheme, _, key = request.headers.get("authorization", "").strip().partition(" ")
@@ -270,6 +274,37 @@ class OpenAIEmulator:
         self._url_results[result_id] = (params.width, params.height, params.n)
         while len(self._url_results) > _MAX_URL_RESULTS:
             self._url_results.popitem(last=False)
+
+
+def _events(body: dict[str, Any], params: OpenAIImageRequest, *, edit: bool) -> Iterator[bytes]:
+    """``stream=true``: per image, ``partial_images`` partial events (coarser renders of it), then its completed
+    event; usage on each completed event is that image's share of the request's. Shapes:
+    https://platform.openai.com/docs/api-reference/images-streaming"""
+    kind = "image_edit" if edit else "image_generation"
+    common = {key: body[key] for key in ("background", "output_format", "quality", "size")}
+    usage_total = body["usage"]
+    count = len(body["data"])
+    for index, item in enumerate(body["data"]):
+        for partial in range(params.partial_images):
+            raw = render_image(f"partial {index}.{partial}", params.width, params.height, params.output_format)
+            event = {"type": f"{kind}.partial_image", "b64_json": base64.b64encode(raw).decode("ascii"),
+                     "created_at": body["created"], "partial_image_index": partial, **common}  # fmt: skip
+            yield _sse(event)
+        share = {key: _share(value, index, count) for key, value in usage_total.items()}
+        event = {"type": f"{kind}.completed", "b64_json": item["b64_json"], "created_at": body["created"],
+                 **common, "usage": share}  # fmt: skip
+        yield _sse(event)
+
+
+def _share(value: Any, index: int, count: int) -> Any:
+    """Image ``index``'s share of a usage count (the remainder on the last image), recursively for details."""
+    if isinstance(value, dict):
+        return {key: _share(item, index, count) for key, item in value.items()}
+    return value // count + (value % count if index == count - 1 else 0)
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
 
 
 def _edit_output_size(params: OpenAIImageRequest, first_image: tuple[int, int]) -> OpenAIImageRequest:

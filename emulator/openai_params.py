@@ -39,7 +39,8 @@ _SIZES = {
 }
 _QUALITIES = {"gpt": ("auto", "high", "medium", "low"), DALL_E_2: ("standard",), DALL_E_3: ("standard", "hd")}
 _PROMPT_LIMITS = {"gpt": 32000, DALL_E_2: 1000, DALL_E_3: 4000}
-_GPT_IMAGE_2_MAX = (3840, 2160)
+_GPT_IMAGE_2_MAX_EDGE = 3840
+_GPT_IMAGE_2_PIXELS = (655_360, 8_294_400)
 
 
 Background = Literal["opaque", "transparent"]
@@ -67,6 +68,9 @@ class OpenAIImageRequest:
     background: Background
     #: ``size`` was ``auto`` (or omitted on a GPT image model): an edit may follow the input's shape
     auto_size: bool = False
+    #: answer Server-Sent Events, with this many partial images before each final one
+    stream: bool = False
+    partial_images: int = 0
 
     @property
     def is_gpt(self) -> bool:
@@ -128,15 +132,16 @@ def _model(body: Mapping[str, Any], *, edit: bool, dalle_retired: bool) -> str:
 
 
 def _custom_size(size: str) -> tuple[int, int] | None:
-    """gpt-image-2's arbitrary ``WxH``: multiples of 16, aspect within 1:3..3:1, at most 3840x2160."""
+    """gpt-image-2's arbitrary ``WxH``: multiples of 16, the longer edge at most 3840 and at most 3× the shorter,
+    655,360 to 8,294,400 pixels (https://platform.openai.com/docs/guides/image-generation)."""
     width_s, _, height_s = size.partition("x")
     if not (width_s.isdigit() and height_s.isdigit()):
         return None
     width, height = int(width_s), int(height_s)
     long, short = max(width, height), min(width, height)
-    if short == 0 or width % 16 or height % 16 or long > 3 * short:
+    if short == 0 or width % 16 or height % 16 or long > 3 * short or long > _GPT_IMAGE_2_MAX_EDGE:
         return None
-    if long > _GPT_IMAGE_2_MAX[0] or short > _GPT_IMAGE_2_MAX[1]:
+    if not _GPT_IMAGE_2_PIXELS[0] <= width * height <= _GPT_IMAGE_2_PIXELS[1]:
         return None
     return width, height
 
@@ -169,8 +174,9 @@ def _gpt_options(body: Mapping[str, Any], model: str, *, edit: bool) -> tuple[Im
     _int(body, "output_compression", 100, 0, 100)
     _choice(body, "moderation", ("low", "auto"))
     _int(body, "partial_images", 0, 0, 3)
-    if body.get("stream") not in (None, False):
-        raise OpenAIParamError("The emulator does not support stream=true.", "stream")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise OpenAIParamError("Invalid type for 'stream': expected a boolean.", "stream")
     if edit and _choice(body, "input_fidelity", ("high", "low")) and model == "gpt-image-1-mini":
         raise OpenAIParamError("input_fidelity is not supported for gpt-image-1-mini.", "input_fidelity")
     fmt: ImageFormat = "jpeg" if output_format == "jpeg" else "webp" if output_format == "webp" else "png"
@@ -212,4 +218,6 @@ def parse_image_request(
         output_format=output_format,
         background=background,
         auto_size=auto_size,
+        stream=body.get("stream") is True,
+        partial_images=_int(body, "partial_images", 0, 0, 3),
     )

@@ -116,6 +116,10 @@ class ImageRequest(BaseModel):
     multi_model_name: str | None = None
     background: str | None = None
     output_format: str | None = None
+    output_compression: int | None = None
+    #: OpenAI: answer Server-Sent Events (and how many partial images before the final one)
+    stream: bool | None = None
+    partial_images: int | None = None
     moderation: str | None = None
     mask: str | None = None
     input_fidelity: str | None = None
@@ -149,5 +153,15 @@ def without_empty(fields: Mapping[str, Any]) -> JsonObject:
 
 #: fields about how *we* handle the job, valid for every model and never sent upstream
 GATEWAY_FIELDS: Final[frozenset[str]] = frozenset(
-    {"model", "response_format", "user", "callback_url", "external_task_id", "async_", "model_name", "priority"}
+    {
+        "model",
+        "response_format",
+        "user",
+        "callback_url",
+        "external_task_id",
+        "async_",
+        "model_name",
+        "priority",
+        "stream",
+    }
 )

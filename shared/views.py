@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -25,6 +26,12 @@ class CostView(BaseModel):
     currency: str
     per: str
     quantity: int
+    #: how ``amount`` was computed: ``per_image`` (unit price × images delivered), ``per_request`` (one unit
+    #: price), ``usage`` (the tokens the upstream reported at the model's token rates); None on old rows
+    basis: Literal["per_image", "per_request", "usage"] | None = None
+    #: what it was computed from: the price's parameter values (e.g. quality and size), plus the usage, the token
+    #: rates and the table's estimate when billed by usage
+    inputs: dict[str, Any] = {}
 
 
 class ErrorView(BaseModel):
@@ -53,10 +60,18 @@ class JobView(BaseModel):
     data: list[ImageView]
     cost: CostView | None
     error: ErrorView | None
+    # What the upstream reported about the result, as OpenAI's ImagesResponse names it
+    # (https://platform.openai.com/docs/api-reference/images/object); None where it says nothing.
+    background: str | None = None
+    output_format: str | None = None
+    quality: str | None = None
+    size: str | None = None
+    usage: dict[str, Any] | None = None
 
 
 def job_view(job: Job, *, images: Sequence[JobImage], cost: CostEntry | None, sign: UrlSigner) -> JobView:
     created = int(job.created_at.timestamp())
+    reported = job.upstream_report or {}
     return JobView(
         id=job.id,
         task_id=job.id,
@@ -80,9 +95,21 @@ def job_view(job: Job, *, images: Sequence[JobImage], cost: CostEntry | None, si
             for image in images
         ],
         cost=(
-            CostView(amount=Decimal(cost.amount), currency=cost.currency, per=cost.per, quantity=cost.quantity)
+            CostView(
+                amount=Decimal(cost.amount),
+                currency=cost.currency,
+                per=cost.per,
+                quantity=cost.quantity,
+                basis=cost.basis,  # written from pricing.Basis only
+                inputs=cost.inputs or {},
+            )
             if cost is not None
             else None
         ),
         error=ErrorView(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+        **{name: reported.get(name) for name in REPORTED_FIELDS},
     )
+
+
+#: the upstream's report fields a task object carries (``Job.upstream_report``)
+REPORTED_FIELDS = ("background", "output_format", "quality", "size", "usage")

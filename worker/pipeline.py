@@ -116,7 +116,8 @@ def _submit_claimed(job: Job, spec: JobSpec, *, channel: str, rt: Runtime) -> No
             rt.health.succeeded(job.provider, channel)
     if isinstance(submission, Completed):
         finish_job(job.id, from_=JobStatus.SUBMITTING, provider=job.provider, images=submission.images, rt=rt,
-                   served_model=submission.served_model)  # fmt: skip
+                   served_model=submission.served_model, upstream_report=submission.report,
+                   partials=submission.partials)  # fmt: skip
         return
     _start_polling(job, submission, attempt=spec.attempt, rt=rt)
 
@@ -328,9 +329,12 @@ def finish_job(
     rt: Runtime,
     when_poll_count: int | None = None,
     served_model: str | None = None,
+    partials: Sequence[ResultImage] = (),
     **changes: Any,
 ) -> bool:
-    """Store the images, then in one transaction: ``→ succeeded``, image rows, cost row, webhook row."""
+    """Store the images, then in one transaction: ``→ succeeded``, image rows, cost row, webhook row.
+
+    ``partials`` (streamed partial images) are stored beside them, their keys kept in the upstream report."""
     if served_model:
         changes["upstream_model"] = served_model
     try:
@@ -342,6 +346,17 @@ def finish_job(
             downloads=rt.downloads,
             max_bytes=rt.settings.max_image_bytes,
         )
+        if partials:
+            kept = store_results(
+                job_id=f"{job_id}/partials",
+                provider=provider,
+                images=partials,
+                storage=rt.storage,
+                downloads=rt.downloads,
+                max_bytes=rt.settings.max_image_bytes,
+            )
+            report = changes.get("upstream_report") or {}
+            changes["upstream_report"] = {**report, "partial_images": [image.storage_key for image in kept]}
     except TransientProviderError as exc:
         if from_ == JobStatus.RUNNING and when_poll_count is not None:
             log.info("job %s result download failed, polling again: %s", job_id, exc.message)

@@ -16,7 +16,8 @@ from producer.http.auth import Owner
 from producer.http.context import ApiContext, api_context
 from producer.http.errors import ApiError
 from shared.catalog import Availability, ModelEntry
-from shared.catalog.entries import Operation, Price
+from shared.catalog.entries import Operation
+from shared.catalog.pricing import Price
 from shared.catalog.schema import parameters_schema
 
 router = APIRouter(tags=["Models"])

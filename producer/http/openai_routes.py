@@ -1,23 +1,30 @@
-"""The OpenAI Images dialect: create (sync or async), query tasks (models: ``models_routes``)."""
+"""The OpenAI Images dialect: create (sync, async or streamed), query tasks (models: ``models_routes``).
+
+As OpenAI does, GPT image models answer ``data[].b64_json`` unless ``response_format: "url"`` (our extension)
+is asked for; DALL·E names answer ``url`` by default (https://platform.openai.com/docs/api-reference/images).
+``stream: true`` answers Server-Sent Events (``producer.http.image_events``).
+"""
 
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from producer.enqueue import Enqueued, enqueue_job
 from producer.http.auth import Owner
 from producer.http.context import ApiContext, api_context
 from producer.http.errors import error_response
+from producer.http.image_events import EventKind, job_events
 from shared.db import jobs_repo
 from shared.db.tables import Job
-from shared.errors import ErrorCode
+from shared.errors import ErrorCode, InvalidRequestError
 from shared.jobs import TERMINAL, ImageRequest, JobStatus
-from shared.views import JobView, job_view
+from shared.views import REPORTED_FIELDS, JobView, job_view
 
 router = APIRouter(tags=["OpenAI Images"])
 Context = Annotated[ApiContext, Depends(api_context)]
@@ -31,26 +38,85 @@ def wants_async(payload: ImageRequest, prefer: str | None) -> bool:
     return bool(payload.async_) or payload.callback_url is not None or prefers_async
 
 
+#: upstream model names of OpenAI's GPT image family (served by OpenAI or relayed)
+GPT_IMAGE_MODELS: Final = ("gpt-image-", "chatgpt-image-")
+
+
+def default_response_format(payload: ImageRequest, context: ApiContext) -> ImageRequest:
+    """GPT image models answer base64 unless asked otherwise, as OpenAI's do; every other model a URL."""
+    if payload.response_format is not None:
+        return payload
+    entry = context.catalog.get(payload.model)
+    if entry is None or not (entry.upstream_model or "").startswith(GPT_IMAGE_MODELS):
+        return payload
+    return payload.model_copy(update={"response_format": "b64_json"})
+
+
 @router.post("/v1/images/generations", response_model=None)
 async def create_generation(
     payload: ImageRequest, owner: Owner, context: Context, prefer: Annotated[str | None, Header()] = None
-) -> JSONResponse:
+) -> JSONResponse | StreamingResponse:
     """Create an image-generation job; waits for it unless asked to answer asynchronously."""
+    return await answer_images(payload, owner, context, prefer, events="image_generation")
+
+
+async def answer_images(
+    payload: ImageRequest, owner: str, context: ApiContext, prefer: str | None, *, events: EventKind
+) -> JSONResponse | StreamingResponse:
+    """Create the job, then answer as asked: streamed events, the images once done, or the task (202)."""
+    payload = default_response_format(payload, context)
+    if payload.stream and wants_async(payload, prefer):
+        raise InvalidRequestError("'stream' cannot be combined with an asynchronous answer.", param="stream")
     enqueued = await run_in_threadpool(_enqueue, context, payload, owner)
     job_id = enqueued.job.id
-    if not wants_async(payload, prefer) and context.settings.sync_timeout_s > 0:
-
-        async def is_done() -> bool:
-            return await run_in_threadpool(_is_terminal, context, job_id)
-
-        if await context.waiter.wait(job_id, timeout_s=context.settings.sync_timeout_s, is_done=is_done):
-            view = await run_in_threadpool(context.load_view, job_id, owner)
-            return await _sync_answer(context, view, enqueued.job.response_format)
+    if payload.stream:
+        finished = _wait(context, job_id)
+        load = _loader(context, owner)
+        stream = job_events(
+            job_id,
+            kind=events,
+            finished=finished,
+            load=load,
+            read_images=_reader(context, _read_images),
+            read_partials=_reader(context, _read_partials),
+        )
+        return StreamingResponse(stream, media_type="text/event-stream", headers={"x-task-id": job_id})
+    waits = not wants_async(payload, prefer) and context.settings.sync_timeout_s > 0
+    if waits and await _wait(context, job_id):
+        view = await run_in_threadpool(context.load_view, job_id, owner)
+        return await _sync_answer(context, view, enqueued.job.response_format)
     if enqueued.created and wants_async(payload, prefer):
         view = job_view(enqueued.job, images=[], cost=None, sign=context.sign)  # just inserted: nothing to read
     else:
         view = await run_in_threadpool(context.load_view, job_id, owner)
     return JSONResponse(view.model_dump(mode="json"), status_code=202)
+
+
+async def _wait(context: ApiContext, job_id: str) -> bool:
+    """Whether the job ended within the sync timeout."""
+    if context.settings.sync_timeout_s <= 0:
+        return await run_in_threadpool(_is_terminal, context, job_id)
+
+    async def is_done() -> bool:
+        return await run_in_threadpool(_is_terminal, context, job_id)
+
+    return await context.waiter.wait(job_id, timeout_s=context.settings.sync_timeout_s, is_done=is_done)
+
+
+def _loader(context: ApiContext, owner: str) -> Callable[[str], Awaitable[JobView]]:
+    async def load(job_id: str) -> JobView:
+        return await run_in_threadpool(context.load_view, job_id, owner)
+
+    return load
+
+
+def _reader(
+    context: ApiContext, read_blobs: Callable[[ApiContext, str], list[bytes]]
+) -> Callable[[str], Awaitable[list[bytes]]]:
+    async def read(job_id: str) -> list[bytes]:
+        return await run_in_threadpool(read_blobs, context, job_id)
+
+    return read
 
 
 def _enqueue(context: ApiContext, payload: ImageRequest, owner: str) -> Enqueued:
@@ -84,6 +150,8 @@ async def _sync_answer(context: ApiContext, view: JobView, response_format: str)
     else:
         data = [{"url": image.url} for image in view.data]
     body = view.model_dump(mode="json", exclude={"data"}) | {"created": view.created, "data": data}
+    # OpenAI answers these only where the model reports them: leave them out rather than answer null
+    body = {key: value for key, value in body.items() if key not in REPORTED_FIELDS or value is not None}
     return JSONResponse(body, status_code=200)
 
 
@@ -91,6 +159,14 @@ def _read_images(context: ApiContext, job_id: str) -> list[bytes]:
     with context.session() as session:
         images = jobs_repo.list_images(session=session, job_id=job_id)
     return [context.storage.get(image.storage_key) for image in images]
+
+
+def _read_partials(context: ApiContext, job_id: str) -> list[bytes]:
+    """The partial images the worker kept for a streamed answer (``Job.upstream_report``), in order."""
+    with context.session() as session:
+        job = session.get(Job, job_id)
+    keys = (job.upstream_report or {}).get("partial_images", []) if job is not None else []
+    return [context.storage.get(key) for key in keys if isinstance(key, str)]
 
 
 @router.get("/v1/images/generations/{task_id}")

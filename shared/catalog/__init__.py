@@ -6,10 +6,9 @@ from shared.catalog.entries import (
     ModelEntry,
     ParamRule,
     PollingPolicy,
-    Price,
-    PriceSnapshot,
 )
 from shared.catalog.loading import catalog_for, load_catalog
+from shared.catalog.pricing import Price, PriceSnapshot
 from shared.catalog.validation import ValidatedRequest, validate_request
 
 __all__ = [

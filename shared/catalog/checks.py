@@ -197,7 +197,49 @@ def size_wxh(params: JsonObject) -> None:
         )
 
 
+# -- OpenAI GPT image models ------------------------------------------------------------------------------------
+
+#: gpt-image-2's custom sizes (https://platform.openai.com/docs/guides/image-generation): both edges multiples
+#: of 16, the longer at most 3840 and at most 3× the shorter, 655,360 to 8,294,400 pixels in all
+GPT_IMAGE_2_FIXED_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
+_GPT_IMAGE_2_PIXELS = (655_360, 8_294_400)
+
+
+def gpt_image_2_size(params: JsonObject) -> None:
+    """gpt-image-2: ``size`` is ``auto``, a fixed size, or a custom ``WIDTHxHEIGHT`` within its limits."""
+    size = params.get("size")
+    if size is None or size in GPT_IMAGE_2_FIXED_SIZES:
+        return
+    match = _WXH.match(str(size))
+    if match is None:
+        raise InvalidRequestError(f"Invalid value for 'size': '{size}' is not auto or WIDTHxHEIGHT.", param="size")
+    width, height = int(match[1]), int(match[2])
+    long, short = max(width, height), min(width, height)
+    least, most = _GPT_IMAGE_2_PIXELS
+    if width % 16 or height % 16:
+        why = "both edges must be multiples of 16"
+    elif long > 3840:
+        why = "the longer edge must be at most 3840"
+    elif long > 3 * short:
+        why = "the aspect ratio must be within 1:3 and 3:1"
+    elif not least <= width * height <= most:
+        why = f"width x height must be within [{least}, {most}] pixels, got {width * height}"
+    else:
+        return
+    raise InvalidRequestError(f"Invalid value for 'size': '{size}': {why}.", param="size")
+
+
+def transparent_background(params: JsonObject) -> None:
+    """GPT image models: a transparent background needs an output format with alpha (png or webp)."""
+    if params.get("background") == "transparent" and params.get("output_format") == "jpeg":
+        raise InvalidRequestError(
+            "A transparent 'background' needs 'output_format' png or webp, not jpeg.", param="background"
+        )
+
+
 CHECKS: dict[str, Check] = {
+    "gpt_image_2_size": gpt_image_2_size,
+    "transparent_background": transparent_background,
     "size_wxh": size_wxh,
     "expansion_area": expansion_area,
     "kling_endpoint_fields": kling_endpoint_fields,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.catalog.checks import CHECKS
+from shared.catalog.pricing import Price
 
 ParamType = Literal["string", "integer", "number", "image", "image_list", "object_list"]
 
@@ -35,33 +35,6 @@ class ParamRule(_Strict):
         if self.upstream is False:
             return None
         return self.upstream or name
-
-
-class Price(_Strict):
-    """A price per delivered image or per request, optionally varying with one parameter's value."""
-
-    per: Literal["image", "request"]
-    amount: Decimal = Field(ge=0)
-    by: str | None = None
-    amounts: dict[str, Decimal] = Field(default_factory=dict)
-
-    def unit_amount(self, params: dict[str, object]) -> Decimal:
-        if self.by is not None:
-            value = params.get(self.by)
-            if isinstance(value, str) and value in self.amounts:
-                return self.amounts[value]
-        return self.amount
-
-
-class PriceSnapshot(_Strict):
-    """The price taken at submit time; cost is computed from it on success only."""
-
-    per: Literal["image", "request"]
-    unit_amount: Decimal
-    currency: str
-
-    def cost(self, *, images_delivered: int) -> Decimal:
-        return self.unit_amount if self.per == "request" else self.unit_amount * images_delivered
 
 
 class Operation(_Strict):

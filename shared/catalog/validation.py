@@ -13,9 +13,8 @@ from shared.catalog.entries import (
     Operation,
     ParamRule,
     PollingPolicy,
-    Price,
-    PriceSnapshot,
 )
+from shared.catalog.pricing import Price, PriceSnapshot
 from shared.errors import InvalidRequestError
 from shared.jobs import ImageRequest, JsonObject
 
@@ -86,7 +85,7 @@ def validate_request(request: ImageRequest, *, catalog: Catalog) -> ValidatedReq
         operation=operation.name,
         upstream_params=upstream_params,
         image_count=count if isinstance(count, int) else 1,
-        price=PriceSnapshot(per=price.per, unit_amount=price.unit_amount(params), currency=entry.currency),
+        price=price.snapshot(params, currency=entry.currency),
         polling=entry.polling,
     )
 

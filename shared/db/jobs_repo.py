@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, update
 from sqlmodel import Session, col, select
 
+from shared.catalog.pricing import cost_of
 from shared.db.tables import CostEntry, Job, JobEvent, JobImage, WebhookDelivery, utcnow
 from shared.errors import JobNotFoundError
 from shared.jobs import TERMINAL, JobStatus, can_transition
@@ -150,18 +151,27 @@ def add_images(*, session: Session, images: Sequence[JobImage]) -> None:
 
 
 def record_cost(*, session: Session, job: Job, quantity: int) -> CostEntry:
-    """The job's one cost row, from the price snapshot taken at submit time."""
-    unit = Decimal(job.unit_price)
-    amount = unit if job.price_per == "request" else unit * quantity
+    """The job's one cost row: from the usage the upstream reported when its model bills by tokens, else from
+    the price snapshot taken at submit time (``shared.catalog.pricing.cost_of``)."""
+    usage = (job.upstream_report or {}).get("usage")
+    cost = cost_of(
+        per=job.price_per,
+        unit_price=Decimal(job.unit_price),
+        images_delivered=quantity,
+        pricing=job.pricing,
+        usage=usage if isinstance(usage, dict) else None,
+    )
     entry = CostEntry(
         job_id=job.id,
         owner=job.owner,
         model=job.model,
         per=job.price_per,
-        unit_price=unit,
-        quantity=quantity if job.price_per == "image" else 1,
-        amount=amount,
+        unit_price=cost.unit_price,
+        quantity=cost.quantity,
+        amount=cost.amount,
         currency=job.currency,
+        basis=cost.basis,
+        inputs=cost.inputs,
     )
     session.add(entry)
     return entry

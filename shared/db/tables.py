@@ -73,6 +73,11 @@ class Job(SQLModel, table=True):
     price_per: str = Field(max_length=16)
     unit_price: Decimal = Field(sa_type=MONEY)
     currency: str = Field(max_length=16)
+    #: what the price was taken at and the token rates, when the upstream bills by usage (``shared.catalog.pricing``)
+    pricing: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    #: what the upstream said about the result besides the images (OpenAI: size, quality, background,
+    #: output_format, usage)
+    upstream_report: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     polling_policy: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     upstream_task_id: str | None = Field(default=None, max_length=128)
     #: low | normal | high: the order within the provider's queues
@@ -136,6 +141,10 @@ class CostEntry(SQLModel, table=True):
     quantity: int
     amount: Decimal = Field(sa_type=MONEY)
     currency: str = Field(max_length=16)
+    #: per_image | per_request | usage (``shared.catalog.pricing.Basis``); None on rows written before it existed
+    basis: str | None = Field(default=None, max_length=16)
+    #: what the amount was computed from (price parameters; usage and token rates when billed by usage)
+    inputs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = _stamp()
 
 

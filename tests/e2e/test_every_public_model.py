@@ -169,6 +169,14 @@ def test_public_model_succeeds_with_real_images_and_the_catalog_cost(model: str,
             assert picture.format in ("PNG", "JPEG", "WEBP")
             assert picture.width > 0 and picture.height > 0
     validated = validate_request(ImageRequest.model_validate(outcome.request), catalog=CATALOG)
-    expected = validated.price.cost(images_delivered=len(outcome.images))
     assert task["cost"]["currency"] == validated.price.currency
+    if validated.price.usage is not None:  # the upstream reports the tokens it billed: the cost comes from them
+        assert task["cost"]["basis"] == "usage"
+        assert task["usage"]["output_tokens"] > 0
+        expected = validated.price.usage.cost(task["usage"])
+        estimate = validated.price.cost(images_delivered=len(outcome.images))
+        assert Decimal(task["cost"]["inputs"]["estimate"]) == estimate
+    else:
+        assert task["cost"]["basis"] == ("per_request" if validated.price.per == "request" else "per_image")
+        expected = validated.price.cost(images_delivered=len(outcome.images))
     assert Decimal(task["cost"]["amount"]) == expected

@@ -150,3 +150,106 @@ def test_async_job_with_a_webhook_through_the_openai_sdk(
     assert webhook_row.webhook_id == delivery.headers["webhook-id"] == f"msg_{task_id}"
     assert webhook_row.url == receiver.url
     assert len(receiver.received()) == 1
+
+
+def _png_file(name: str, size: tuple[int, int], *, transparent: bool = False) -> tuple[str, bytes, str]:
+    buffer = io.BytesIO()
+    Image.new("RGBA", size, (0, 0, 0, 0) if transparent else (200, 40, 40, 255)).save(buffer, "PNG")
+    return name, buffer.getvalue(), "image/png"
+
+
+def test_gpt_image_answers_b64_json_with_what_openai_reports_and_costs_its_usage(stack: Stack) -> None:
+    client = sdk(stack)
+
+    answer = client.images.generate(model="gpt-image-1", prompt="a lighthouse at dusk")
+
+    assert answer.data is not None and len(answer.data) == 1
+    assert answer.data[0].url is None and answer.data[0].b64_json is not None
+    image = open_png(base64.b64decode(answer.data[0].b64_json))
+    assert (answer.size, answer.quality, answer.background, answer.output_format) == (
+        f"{image.width}x{image.height}",
+        "high",  # the emulator answers auto quality as high, as OpenAI may
+        "opaque",
+        "png",
+    )
+    assert answer.usage is not None and answer.usage.output_tokens > 0
+    extra = answer.model_extra or {}
+    [cost] = stack.rows.costs(extra["id"])
+    rates = load_catalog().models["gpt-image-1"].operations[-1].price
+    assert rates is not None and rates.usage is not None
+    assert cost.basis == "usage" and Decimal(cost.amount) == rates.usage.cost(answer.usage.model_dump())
+    assert extra["cost"]["basis"] == "usage" and extra["cost"]["inputs"]["usage"] == answer.usage.model_dump()
+
+    dalle = client.images.generate(model="dall-e-3", prompt="a lighthouse", size="1792x1024", quality="hd")
+    assert dalle.data is not None and dalle.data[0].url is not None and dalle.data[0].b64_json is None
+    dalle_cost = (dalle.model_extra or {})["cost"]
+    assert (dalle_cost["basis"], Decimal(str(dalle_cost["amount"]))) == ("per_image", Decimal("0.12"))
+    assert dalle_cost["inputs"] == {"quality": "hd", "size": "1792x1024"}
+
+
+def test_stream_true_yields_partial_and_completed_events_through_the_sdk_iterator(stack: Stack) -> None:
+    client = sdk(stack)
+
+    events = list(
+        client.images.generate(model="gpt-image-2", prompt="a fox", size="1280x720", n=2, stream=True, partial_images=2)
+    )
+
+    assert [event.type for event in events] == [
+        *["image_generation.partial_image"] * 2,
+        "image_generation.completed",
+        *["image_generation.partial_image"] * 2,
+        "image_generation.completed",
+    ]
+    partials = [event for event in events if event.type == "image_generation.partial_image"]
+    assert [event.partial_image_index for event in partials] == [0, 1, 0, 1]
+    completed = [event for event in events if event.type == "image_generation.completed"]
+    for event in events:
+        assert open_png(base64.b64decode(event.b64_json)).size == (1280, 720)
+        assert (event.size, event.output_format) == ("1280x720", "png")
+    assert completed[-1].usage.output_tokens > 0 and completed[0].usage.output_tokens == 0
+    task_id = (events[-1].model_extra or {})["task_id"]
+    assert stack.rows.job(task_id).status == "succeeded"
+    assert len(stack.rows.images(task_id)) == 2  # partials are not results: two images, priced as two
+
+    plain = list(client.images.generate(model="gpt-image-1", prompt="a fox", stream=True))
+    assert [event.type for event in plain] == ["image_generation.completed"]
+    kling = list(
+        client.images.generate(
+            model="kling-image", prompt="a fox", stream=True, extra_body={"model_name": "kling-v2-1"}
+        )
+    )
+    assert [event.type for event in kling] == ["image_generation.completed"]  # an upstream without partials
+
+    edit_events = list(
+        client.images.edit(
+            model="gpt-image-1", image=[_png_file("a.png", (64, 64))], prompt="make it blue", stream=True
+        )
+    )
+    assert [event.type for event in edit_events] == ["image_edit.completed"]
+
+    with pytest.raises(openai.APIError) as failed:
+        list(client.images.generate(model="gpt-image-1", prompt="[moderated-async] a fox", stream=True))
+    assert isinstance(failed.value.body, dict) and failed.value.body["code"] == "content_policy_violation"
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.images.generate(model="gpt-image-1", prompt="a fox", stream=True, partial_images=4)
+    assert isinstance(refused.value.body, dict) and refused.value.body["param"] == "partial_images"
+
+
+def test_edit_with_two_images_and_a_mask_through_the_sdk(stack: Stack) -> None:
+    client = sdk(stack)
+
+    answer = client.images.edit(
+        model="gpt-image-1",
+        image=[_png_file("a.png", (64, 64)), _png_file("b.png", (64, 64))],
+        mask=_png_file("mask.png", (64, 64), transparent=True),
+        prompt="put them side by side",
+    )
+
+    assert answer.data is not None and answer.data[0].b64_json is not None
+    open_png(base64.b64decode(answer.data[0].b64_json))
+    extra = answer.model_extra or {}
+    job = stack.rows.job(extra["id"])
+    assert (job.status, job.operation) == ("succeeded", "edit")
+    assert answer.usage is not None and answer.usage.input_tokens_details.image_tokens > 0
+    assert stack.emulator.stats()["openai"]["requests"] >= 1

@@ -186,7 +186,8 @@ def test_retirement_is_a_knob(client: TestClient, openai_headers: dict[str, str]
             id="transparent-jpeg",
         ),
         pytest.param({"model": "gpt-image-1", "output_compression": 101}, "output_compression", id="compression"),
-        pytest.param({"model": "gpt-image-1", "stream": True}, "stream", id="stream-unsupported"),
+        pytest.param({"model": "gpt-image-1", "stream": "yes"}, "stream", id="stream-type"),
+        pytest.param({"model": "gpt-image-1", "stream": True, "partial_images": 4}, "partial_images", id="partials"),
         pytest.param({"user": 5}, "user", id="user-type"),
     ],
 )

@@ -36,7 +36,12 @@ pytestmark = pytest.mark.integration
 
 GENERATIONS = "/v1/images/generations"
 PROMPT = "a lighthouse at dusk"
-GPT_HIGH = {"model": "gpt-image-1", "prompt": PROMPT, "quality": "high"}  # at most 0.167 USD per image
+GPT_HIGH = {
+    "model": "gpt-image-1",
+    "prompt": PROMPT,
+    "quality": "high",
+    "size": "1024x1024",
+}  # at most 0.1664 USD per image
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -213,7 +218,7 @@ def test_a_submit_that_would_pass_the_spend_budget_answers_402_and_writes_nothin
 ) -> None:
     if "POST" not in api.paths().get(path, set()):
         pytest.fail(f"POST {path} is not served")
-    # Given a key with a budget of 0.2 (USD or credits) and one accepted job of at most 0.167 / 0.152
+    # Given a key with a budget of 0.2 (USD or credits) and one accepted job of at most 0.1664 / 0.152
     key = api.new_key(spend_budget=Decimal("0.2"))
     first = api.client.post(path, json=body, headers=bearer(key))
     assert first.status_code in (200, 202), first.text

@@ -23,6 +23,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from producer.enqueue import enqueue_job
 from producer.keys import owner_id
 from shared.catalog import load_catalog
+from shared.db.tables import Job
 from shared.egress import EgressPolicy
 from shared.jobs import ImageRequest
 from shared.queue import TaskSender, make_celery
@@ -51,10 +52,13 @@ def kling_price(model_name: str) -> Decimal:
     return load_catalog().models["kling-image"].variants[model_name].prices["text2img"].amount
 
 
-def gpt_image_price(quality: str) -> Decimal:
+def gpt_image_cost(job: Job) -> Decimal:
+    """What a GPT image job costs: the usage the upstream reported, at gpt-image-1's token rates."""
     price = load_catalog().models["gpt-image-1"].operations[0].price
-    assert price is not None
-    return price.amounts[quality]
+    assert price is not None and price.usage is not None and job.upstream_report is not None
+    cost = price.usage.cost(job.upstream_report["usage"])
+    assert cost is not None and cost > 0
+    return cost
 
 
 @dataclass
@@ -146,7 +150,9 @@ def test_kling_and_openai_jobs_succeed_with_events_images_and_one_cost_row(
     assert {(image.width, image.height) for image in rows.images(gpt_id)} == {(1024, 1024)}
     [gpt_cost] = rows.costs(gpt_id)
     assert (gpt_cost.per, gpt_cost.quantity, gpt_cost.currency) == ("image", 2, "USD")
-    assert Decimal(gpt_cost.amount) == gpt_image_price("high") * 2
+    assert Decimal(gpt_cost.amount) == gpt_image_cost(gpt) and gpt_cost.basis == "usage"
+    assert gpt.upstream_report is not None
+    assert gpt.upstream_report["usage"]["output_tokens"] == 2 * 4160  # two high 1024x1024 images
 
     stats = emulator.stats()
     assert stats["kling"]["submits"] == 1
@@ -176,7 +182,7 @@ def test_failed_upstream_jobs_end_failed_without_cost_or_images(pipeline: Pipeli
         assert rows.images(job_id) == []
         assert rows.job(job_id).finished_at is not None
     assert [cost.job_id for cost in rows.costs()] == [control]
-    assert Decimal(rows.costs(control)[0].amount) == gpt_image_price("low")
+    assert Decimal(rows.costs(control)[0].amount) == gpt_image_cost(rows.job(control))
 
 
 def test_broken_poll_answers_never_fail_a_running_job(pipeline: Pipeline) -> None:
@@ -237,7 +243,8 @@ def test_webhooks_are_signed_delivered_and_retried_with_the_same_id(pipeline: Pi
     assert payload["type"] == "job.succeeded"
     assert payload["data"]["id"] == ok_id and payload["data"]["status"] == "succeeded"
     assert len(payload["data"]["data"]) == 1
-    assert Decimal(payload["data"]["cost"]["amount"]) == gpt_image_price("low")
+    assert Decimal(payload["data"]["cost"]["amount"]) == gpt_image_cost(pipeline.rows.job(ok_id))
+    assert payload["data"]["cost"]["basis"] == "usage"
     with pytest.raises(WebhookVerificationError):
         Webhook("whsec_" + "A" * 43 + "=").verify(request.body, request.headers)
     tampered = request.body.replace(b"succeeded", b"failed")

@@ -23,7 +23,12 @@ from worker.runtime import Runtime
 
 OWNER = "owner-1"
 KLING_REQUEST: dict[str, Any] = {"model": "kling-image", "model_name": "kling-v2-1", "prompt": "a red fox in snow"}
-OPENAI_REQUEST: dict[str, Any] = {"model": "gpt-image-1", "prompt": "a lighthouse at dusk", "quality": "high"}
+OPENAI_REQUEST: dict[str, Any] = {
+    "model": "gpt-image-1",
+    "prompt": "a lighthouse at dusk",
+    "quality": "high",
+    "size": "1024x1024",
+}
 
 
 @dataclass

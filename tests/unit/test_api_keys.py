@@ -43,8 +43,9 @@ from shared.webhook_secrets import PREFIX as WHSEC_PREFIX
 from tests.fakes import RecordingSender
 from tests.support import API_KEY, OTHER_API_KEY, SIGNING_KEY, WEBHOOK_SECRET
 
-GPT = {"model": "gpt-image-1", "prompt": "a lighthouse at dusk"}  # 0.042 USD per image (quality auto)
-GPT_HIGH = {"model": "gpt-image-1", "prompt": "a lighthouse at dusk", "quality": "high"}  # 0.167 USD per image
+GPT = {"model": "gpt-image-1", "prompt": "a lighthouse at dusk"}  # 0.06336 USD per image (auto: medium, non-square)
+GPT_HIGH = {"model": "gpt-image-1", "prompt": "a lighthouse at dusk", "quality": "high", "size": "1024x1024"}
+# 0.1664 USD per image
 KLING = {"model": "kling-image", "model_name": "kling-v2-1", "prompt": "a red fox"}  # 0.076 credits per image
 SEEDREAM = {"model": "doubao-seedream-4-5-251128", "prompt": "a red fox"}  # 0.06 USD per request
 
@@ -267,8 +268,8 @@ def _job_count(engine: Engine) -> int:
 
 
 def test_jobs_are_accepted_until_their_maximum_cost_would_pass_the_budget(engine: Engine) -> None:
-    # Given a key with a budget of 0.5 USD and jobs of at most 2 × 0.167 = 0.334 USD
-    owner = _budgeted_owner(engine, "0.5")
+    # Given a key with a budget of 0.45 USD and jobs of at most 2 × 0.1664 = 0.3328 USD
+    owner = _budgeted_owner(engine, "0.45")
     _enqueue(engine, owner, {**GPT_HIGH, "n": 2})
 
     # When a second such job would commit 0.668 USD
@@ -277,9 +278,9 @@ def test_jobs_are_accepted_until_their_maximum_cost_would_pass_the_budget(engine
 
     # Then it is refused with 402 insufficient_quota and nothing is written
     assert (refused.value.status, refused.value.code, refused.value.param) == (402, "insufficient_quota", None)
-    assert "0.334 USD" in refused.value.message and "0.5 USD" in refused.value.message
+    assert "0.3328 USD" in refused.value.message and "0.45 USD" in refused.value.message
     assert _job_count(engine) == 1
-    # while a job that still fits is accepted (0.334 + 0.167 = 0.501 > 0.5, but 0.334 + 0.042 fits)
+    # while a job that still fits is accepted (0.3328 + 0.1664 = 0.4992 > 0.45, but 0.3328 + 0.06336 fits)
     with pytest.raises(SpendBudgetExceededError):
         _enqueue(engine, owner, GPT_HIGH)
     _enqueue(engine, owner, GPT)
@@ -287,7 +288,7 @@ def test_jobs_are_accepted_until_their_maximum_cost_would_pass_the_budget(engine
 
 
 def test_a_job_exactly_at_the_budget_is_accepted(engine: Engine) -> None:
-    owner = _budgeted_owner(engine, "0.334")
+    owner = _budgeted_owner(engine, "0.3328")
 
     _enqueue(engine, owner, {**GPT_HIGH, "n": 2})
 
@@ -295,11 +296,11 @@ def test_a_job_exactly_at_the_budget_is_accepted(engine: Engine) -> None:
 
 
 def test_recorded_costs_count_and_failed_jobs_do_not(engine: Engine) -> None:
-    # Given a key with a budget of 0.4 USD and a pending job of at most 2 × 0.167 = 0.334 USD
+    # Given a key with a budget of 0.4 USD and a pending job of at most 2 × 0.1664 = 0.3328 USD
     owner = _budgeted_owner(engine, "0.4")
     first = _enqueue(engine, owner, {**GPT_HIGH, "n": 2})
     with pytest.raises(SpendBudgetExceededError):
-        _enqueue(engine, owner, GPT_HIGH)  # 0.334 pending + 0.167 > 0.4
+        _enqueue(engine, owner, GPT_HIGH)  # 0.3328 pending + 0.1664 > 0.4
 
     # When that job ends without images (it costs nothing), the budget is free again
     with _session(engine) as session, session.begin():
@@ -314,15 +315,15 @@ def test_recorded_costs_count_and_failed_jobs_do_not(engine: Engine) -> None:
         assert jobs_repo.transition(session=session, job_id=job.id, from_=JobStatus.SUBMITTING, to=JobStatus.SUCCEEDED)
         jobs_repo.record_cost(session=session, job=job, quantity=1)
     with _session(engine) as session:
-        assert api_keys_repo.committed_spend(session=session, owner=owner, currency="USD") == Decimal("0.167")
-    _enqueue(engine, owner, GPT_HIGH)  # 0.167 recorded + 0.167 ≤ 0.4
+        assert api_keys_repo.committed_spend(session=session, owner=owner, currency="USD") == Decimal("0.1664")
+    _enqueue(engine, owner, GPT_HIGH)  # 0.1664 recorded + 0.1664 ≤ 0.4
     with pytest.raises(SpendBudgetExceededError):
-        _enqueue(engine, owner, GPT_HIGH)  # 0.167 + 0.167 pending + 0.167 > 0.4
+        _enqueue(engine, owner, GPT_HIGH)  # 0.1664 + 0.1664 pending + 0.1664 > 0.4
     assert _job_count(engine) == 3
 
 
 def test_the_budget_applies_to_each_currency_separately(engine: Engine) -> None:
-    # Given a key with a budget of 0.2 that committed 0.167 USD
+    # Given a key with a budget of 0.2 that committed 0.1664 USD
     owner = _budgeted_owner(engine, "0.2")
     _enqueue(engine, owner, GPT_HIGH)
 

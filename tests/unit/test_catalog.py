@@ -190,16 +190,18 @@ def test_kling_v2_new_with_an_image_is_accepted() -> None:
     assert (validated.upstream_model, validated.operation) == ("kling-v2-new", "img2img")
 
 
-@pytest.mark.parametrize(("quality", "amount"), [("high", "0.167"), ("low", "0.011"), ("medium", "0.042")])
-def test_gpt_image_price_depends_on_quality(quality: str, amount: str) -> None:
-    validated = _validate(**GPT, quality=quality)
+def test_gpt_image_price_depends_on_quality_and_size() -> None:
+    validated = _validate(**GPT, quality="high", size="1024x1024")
 
-    assert validated.price == PriceSnapshot(per="image", unit_amount=Decimal(amount), currency="USD")
+    assert validated.price == PriceSnapshot(
+        per="image",
+        unit_amount=Decimal("0.1664"),
+        currency="USD",
+        inputs={"quality": "high", "size": "1024x1024"},
+        usage=validated.price.usage,
+    )
+    assert validated.price.usage is not None  # the recorded cost comes from the answer's usage
     assert (validated.variant, validated.upstream_model, validated.provider) == (None, "gpt-image-1", "openai")
-
-
-def test_gpt_image_without_quality_uses_the_default_price() -> None:
-    assert _validate(**GPT).price.unit_amount == Decimal("0.042")
 
 
 def test_n_defaults_to_one() -> None:

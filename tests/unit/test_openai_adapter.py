@@ -478,18 +478,33 @@ def _price(**request: Any) -> tuple[str, Decimal]:
 @pytest.mark.parametrize(
     ("request_fields", "operation", "amount"),
     [
-        pytest.param({"model": "gpt-image-1", "quality": "high"}, "text2img", "0.167", id="gpt-image-1-high"),
-        pytest.param({"model": "gpt-image-1-mini", "quality": "low"}, "text2img", "0.0022", id="mini-low"),
-        pytest.param({"model": "gpt-image-1-mini"}, "text2img", "0.0084", id="mini-default"),
-        pytest.param({"model": "gpt-image-1.5", "quality": "high"}, "text2img", "0.1331", id="1.5-high"),
         pytest.param(
-            {"model": "gpt-image-1.5", "quality": "medium", "image": "https://x.test/a.png"},
+            {"model": "gpt-image-1", "quality": "high", "size": "1024x1024"},
+            "text2img",
+            "0.1664",
+            id="gpt-image-1-high",
+        ),
+        pytest.param(
+            {"model": "gpt-image-1", "quality": "high", "size": "1536x1024"},
+            "text2img",
+            "0.24832",
+            id="gpt-image-1-wide",
+        ),
+        pytest.param(
+            {"model": "gpt-image-1-mini", "quality": "low", "size": "1024x1024"}, "text2img", "0.002176", id="mini-low"
+        ),
+        pytest.param({"model": "gpt-image-1-mini"}, "text2img", "0.012672", id="mini-default"),
+        pytest.param(
+            {"model": "gpt-image-1.5", "quality": "high", "size": "1024x1024"}, "text2img", "0.13312", id="1.5-high"
+        ),
+        pytest.param(
+            {"model": "gpt-image-1.5", "quality": "medium", "size": "1024x1024", "image": "https://x.test/a.png"},
             "edit",
-            "0.0338",
+            "0.033792",
             id="1.5-edit",
         ),
         pytest.param({"model": "dall-e-3"}, "text2img", "0.04", id="dall-e-3-standard"),
-        pytest.param({"model": "dall-e-3", "quality": "hd", "size": "1792x1024"}, "text2img", "0.08", id="dall-e-3-hd"),
+        pytest.param({"model": "dall-e-3", "quality": "hd", "size": "1792x1024"}, "text2img", "0.12", id="dall-e-3-hd"),
         pytest.param({"model": "dall-e-2"}, "text2img", "0.020", id="dall-e-2-default"),
         pytest.param({"model": "dall-e-2", "size": "256x256"}, "text2img", "0.016", id="dall-e-2-256"),
         pytest.param(
@@ -524,6 +539,23 @@ def test_prices_follow_the_public_model(request_fields: dict[str, Any], operatio
         pytest.param({"model": "gpt-image-1", "input_fidelity": "max"}, "input_fidelity", id="fidelity-value"),
         pytest.param({"model": "gpt-image-1.5", "mask": "not an image"}, "mask", id="mask-not-an-image"),
         pytest.param({"model": "gpt-image-1", "prompt": None}, "prompt", id="prompt-required"),
+        pytest.param({"model": "gpt-image-1", "output_compression": 101}, "output_compression", id="compression"),
+        pytest.param({"model": "gpt-image-1", "partial_images": 4}, "partial_images", id="partials"),
+        pytest.param({"model": "dall-e-3", "partial_images": 1}, "partial_images", id="dall-e-partials"),
+        pytest.param(
+            {"model": "gpt-image-1", "background": "transparent", "output_format": "jpeg"}, "background", id="alpha"
+        ),
+        pytest.param({"model": "gpt-image-1", "size": "1280x720"}, "size", id="custom-size-not-gpt-image-2"),
+        pytest.param({"model": "gpt-image-2", "size": "1000x720"}, "size", id="gpt-image-2-multiple-of-16"),
+        pytest.param({"model": "gpt-image-2", "size": "3856x2160"}, "size", id="gpt-image-2-edge"),
+        pytest.param({"model": "gpt-image-2", "size": "2400x768"}, "size", id="gpt-image-2-ratio"),
+        pytest.param({"model": "gpt-image-2", "size": "640x640"}, "size", id="gpt-image-2-pixels"),
+        pytest.param({"model": "gpt-image-2", "size": "big"}, "size", id="gpt-image-2-shape"),
+        pytest.param(
+            {"model": "kling-image", "model_name": "kling-v2-1", "partial_images": 1},
+            "partial_images",
+            id="kling-partials",
+        ),
     ],
 )
 def test_catalog_rules_name_the_parameter(request_fields: dict[str, Any], param: str) -> None:
@@ -534,3 +566,92 @@ def test_catalog_rules_name_the_parameter(request_fields: dict[str, Any], param:
         validate_request(ImageRequest.model_validate(fields), catalog=load_catalog())
 
     assert caught.value.param == param
+
+
+@pytest.mark.parametrize("size", ["auto", "1024x1024", "1536x1024", "1280x720", "3840x2160", "2048x2048", "1008x2992"])
+def test_gpt_image_2_takes_sizes_within_its_limits(size: str) -> None:
+    validated = validate_request(
+        ImageRequest.model_validate({"model": "gpt-image-2", "prompt": "a fox", "size": size}), catalog=load_catalog()
+    )
+
+    assert validated.upstream_params["size"] == size
+
+
+# -- what the answer reports, and streamed answers ---------------------------------------------------------------
+
+
+def test_the_answer_reports_size_quality_background_format_and_usage(emulator: TestClient) -> None:
+    adapter, sent = build(emulator)
+
+    submission = adapter.submit(
+        spec_for(
+            model="gpt-image-1",
+            prompt="a lighthouse",
+            size="1024x1536",
+            quality="low",
+            output_format="webp",
+            output_compression=80,
+        )
+    )
+
+    assert isinstance(submission, Completed) and submission.report is not None
+    assert json_of(sent[0])["output_compression"] == 80
+    report = submission.report
+    assert (report["size"], report["quality"], report["background"], report["output_format"]) == (
+        "1024x1536",
+        "low",
+        "opaque",
+        "webp",
+    )
+    assert report["usage"]["output_tokens"] == 408  # OpenAI's low 1024x1536 token count
+    assert submission.partials == ()
+
+
+def test_partial_images_ask_for_a_streamed_answer_and_keep_the_partials(emulator: TestClient) -> None:
+    adapter, sent = build(emulator)
+
+    submission = adapter.submit(spec_for(model="gpt-image-1", prompt="a fox", n=2, partial_images=2, quality="low"))
+
+    assert json_of(sent[0])["stream"] is True and json_of(sent[0])["partial_images"] == 2
+    assert isinstance(submission, Completed)
+    assert len(submission.images) == 2 and len(submission.partials) == 4
+    assert image_sizes(submission) == [(1024, 1024), (1024, 1024)]
+    assert submission.report is not None
+    # the completed events' usage added up: the whole request's
+    assert submission.report["usage"]["output_tokens"] == 2 * 272
+    assert submission.report["size"] == "1024x1024"
+
+
+def test_a_streamed_edit_sends_stream_as_a_form_field(emulator: TestClient) -> None:
+    adapter, sent = build(emulator)
+
+    submission = adapter.submit(
+        spec_for(model="gpt-image-1", prompt="a fox", partial_images=1, image=data_uri(picture((64, 64))))
+    )
+
+    assert fields_of(form_of(sent[0]))["stream"] == "true"
+    assert isinstance(submission, Completed) and len(submission.partials) == 1 and len(submission.images) == 1
+
+
+@pytest.mark.parametrize(
+    ("events", "error_type"),
+    [
+        pytest.param(
+            b'event: error\ndata: {"error": {"message": "boom", "code": "x"}}\n\n',
+            UpstreamRejectedError,
+            id="error-event",
+        ),
+        pytest.param(b"event: image_generation.completed\ndata: {not json\n\n", UnexpectedResponseError, id="not-json"),
+        pytest.param(b'data: {"type": "image_generation.completed"}\n\n', UnexpectedResponseError, id="no-image"),
+    ],
+)
+def test_a_bad_streamed_answer_is_an_error(events: bytes, error_type: type[ProviderError]) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=events, headers={"content-type": "text/event-stream"})
+
+    settings = make_settings().openai
+    http = httpx.Client(base_url="http://upstream", transport=httpx.MockTransport(answer))
+    adapter = OpenAIImagesProvider(settings, http=http)
+
+    with pytest.raises(error_type):
+        adapter.submit(spec_for(model="gpt-image-1", prompt="a fox", partial_images=1))

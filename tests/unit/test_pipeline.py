@@ -34,7 +34,7 @@ def _start_running(harness: Harness, upstream_id: str = "up-1", **fields: Any) -
 
 
 def test_sync_submit_stores_images_records_cost_and_succeeds(harness: Harness) -> None:
-    # Given an OpenAI job for two images at quality=high (0.167 USD each)
+    # Given an OpenAI job for two 1024x1024 images at quality=high (0.1664 USD each)
     job_id = harness.enqueue(OPENAI_REQUEST, n=2)
     harness.openai.submissions.append(completed(2))
 
@@ -58,8 +58,9 @@ def test_sync_submit_stores_images_records_cost_and_succeeds(harness: Harness) -
     # and exactly one cost row: unit price × delivered images
     [cost] = harness.costs(job_id)
     assert (cost.per, cost.quantity, cost.currency) == ("image", 2, "USD")
-    assert Decimal(cost.unit_price) == Decimal("0.167")
-    assert Decimal(cost.amount) == Decimal("0.334")
+    assert Decimal(cost.unit_price) == Decimal("0.1664")
+    assert Decimal(cost.amount) == Decimal("0.3328")
+    assert (cost.basis, cost.inputs) == ("per_image", {"quality": "high", "size": "1024x1024"})  # no usage reported
     assert harness.events(job_id) == [(None, "queued"), ("queued", "submitting"), ("submitting", "succeeded")]
     assert harness.announced == [job_id]
     assert harness.sender.polls == []

@@ -227,7 +227,7 @@ def test_payload_describes_the_finished_job(harness: Harness) -> None:
     data = payload["data"]
     assert (data["id"], data["status"], data["model"]) == (job_id, "succeeded", "gpt-image-1")
     assert data["error"] is None
-    assert Decimal(data["cost"]["amount"]) == Decimal("0.334")
+    assert Decimal(data["cost"]["amount"]) == Decimal("0.3328")
     assert (data["cost"]["currency"], data["cost"]["per"], data["cost"]["quantity"]) == ("USD", "image", 2)
     urls = [image["url"] for image in data["data"]]
     assert len(urls) == 2

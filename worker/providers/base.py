@@ -53,6 +53,11 @@ class Completed:
     images: tuple[ResultImage, ...]
     #: the upstream model that actually served, when it differs from the job's (e.g. a DALL·E replacement)
     served_model: str | None = None
+    #: what the upstream said about the result besides the images (OpenAI: size, quality, background,
+    #: output_format and the token usage it billed); None when it says nothing
+    report: JsonObject | None = None
+    #: partial images the upstream streamed before the final ones (OpenAI ``partial_images``), in order
+    partials: tuple[ResultImage, ...] = ()
 
 
 Submission = Accepted | Completed

@@ -16,9 +16,11 @@ upstream that still serves it) gets the parameters unchanged, with ``response_fo
 from __future__ import annotations
 
 import io
+import json
 from typing import Any, Literal, TypeVar
 
 import httpx
+from httpx_sse import EventSource
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -34,7 +36,17 @@ from shared.errors import (
 )
 from shared.jobs import JsonObject
 from worker.inputs import ImageLoader, InputImage, InputImageError
-from worker.providers._http import ErrorReading, Phase, call, error_body, make_client, reason_or_body
+from worker.providers._http import (
+    ErrorReading,
+    Phase,
+    answer_error,
+    call,
+    error_body,
+    make_client,
+    parse_data,
+    reason_or_body,
+    send,
+)
 from worker.providers._images import decode_base64
 from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
 
@@ -50,6 +62,8 @@ _QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "b
 _DALLE_QUALITY = {"standard": "medium", "hd": "high"}
 _DALLE_SIZE = {"1792x1024": "1536x1024", "1024x1792": "1024x1536", "256x256": "1024x1024", "512x512": "1024x1024"}
 _UPLOAD_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+#: the fields of an answer, besides the images, that the job keeps (``Completed.report``)
+REPORTED_FIELDS = ("background", "output_format", "quality", "size", "usage")
 
 Upload = tuple[str, tuple[str, bytes, str]]
 
@@ -66,7 +80,10 @@ class _ImageParams(BaseModel):
     quality: str | None = None
     background: str | None = None
     output_format: str | None = None
+    output_compression: int | None = None
     response_format: Literal["b64_json"] | None = None
+    stream: bool | None = None
+    partial_images: int | None = None
 
 
 R = TypeVar("R", bound=_ImageParams)
@@ -85,7 +102,8 @@ class EditRequest(_ImageParams):
     input_fidelity: str | None = None
 
     def form_fields(self) -> dict[str, str]:
-        return {key: str(value) for key, value in self.model_dump(exclude_none=True).items()}
+        dumped = self.model_dump(exclude_none=True).items()
+        return {key: ("true" if value else "false") if isinstance(value, bool) else str(value) for key, value in dumped}
 
 
 class OpenAIImage(BaseModel):
@@ -94,8 +112,23 @@ class OpenAIImage(BaseModel):
 
 
 class ImagesResponse(BaseModel):
+    """https://platform.openai.com/docs/api-reference/images/object: GPT image answers also name the size,
+    quality, background and output format they produced and the tokens they billed (``usage``)."""
+
     created: int
     data: list[OpenAIImage] = []
+    background: str | None = None
+    output_format: str | None = None
+    quality: str | None = None
+    size: str | None = None
+    usage: dict[str, Any] | None = None
+    #: partial images, when the answer was streamed (``partial_images``), in the order they came
+    partials: list[OpenAIImage] = []
+
+    def report(self) -> JsonObject | None:
+        """What the answer says besides the images (kept on the job, answered to OpenAI clients, priced)."""
+        reported = self.model_dump(include=set(REPORTED_FIELDS), exclude_none=True)
+        return reported or None
 
 
 class ModerationDetails(BaseModel):
@@ -133,9 +166,13 @@ class OpenAIImagesProvider:
         params = dict(spec.params)
         refs = _pop_input_refs(params)
         mask = params.pop("mask", None)
+        partials = params.pop("partial_images", 0)
         model = self._serving_model(spec.upstream_model)
         if _is_dalle(spec.upstream_model):
             params = _dalle_params(params, served_by=model)
+        if isinstance(partials, int) and partials > 0 and not _is_dalle(model):
+            # partial images come only as Server-Sent Events (``stream``)
+            params |= {"stream": True, "partial_images": partials}
         if refs:
             parsed = self._edit(model, params, refs, mask)
         elif mask is not None:
@@ -147,7 +184,13 @@ class OpenAIImagesProvider:
         images = tuple(_to_result_image(image) for image in parsed.data)
         if not images:
             raise UnexpectedResponseError("OpenAI answered without images", provider=NAME)
-        return Completed(images=images, served_model=model if model != spec.upstream_model else None)
+        served_model = model if model != spec.upstream_model else None
+        return Completed(
+            images=images,
+            served_model=served_model,
+            report=parsed.report(),
+            partials=tuple(_to_result_image(image) for image in parsed.partials),
+        )
 
     def poll(self, upstream_id: str) -> PollResult:
         raise NotImplementedError(f"OpenAI Images is synchronous; nothing to poll for {upstream_id}")
@@ -170,6 +213,8 @@ class OpenAIImagesProvider:
         return self._post(EDITS_PATH, data=request.form_fields(), files=files)
 
     def _post(self, path: str, **content: Any) -> ImagesResponse:
+        if _asks_for_events(content):
+            return self._post_streamed(path, **content)
         return call(
             self._http,
             "POST",
@@ -181,6 +226,18 @@ class OpenAIImagesProvider:
             headers=self._auth,
             **content,
         )
+
+    def _post_streamed(self, path: str, **content: Any) -> ImagesResponse:
+        """A ``stream`` request: its answer is Server-Sent Events (read whole: the job keeps the partials)."""
+        response = send(self._http, "POST", path, provider=NAME, headers=self._auth, **content)
+        if response.status_code != 200:
+            raise answer_error(response, provider=NAME, phase=Phase.SUBMIT, read_error=read_error)
+        return _from_events(response)
+
+
+def _asks_for_events(content: dict[str, Any]) -> bool:
+    fields = content.get("json") or content.get("data") or {}
+    return fields.get("stream") in (True, "true")
 
 
 def _is_dalle(model: str) -> bool:
@@ -238,6 +295,68 @@ def _to_png(data: bytes) -> bytes:
             return buffer.getvalue()
     except (UnidentifiedImageError, OSError, ValueError):
         raise InputImageError("an input image could not be converted to PNG", provider="input") from None
+
+
+class StreamEvent(BaseModel):
+    """One ``image_generation.*`` / ``image_edit.*`` event.
+
+    https://platform.openai.com/docs/api-reference/images-streaming
+    """
+
+    type: str
+    b64_json: str
+    created_at: int | None = None
+    background: str | None = None
+    output_format: str | None = None
+    quality: str | None = None
+    size: str | None = None
+    usage: dict[str, Any] | None = None
+
+
+def _from_events(response: httpx.Response) -> ImagesResponse:
+    """A streamed answer as one ``ImagesResponse``: completed events are the images (their usage summed),
+    partial events the partials; an ``error`` event is mapped as an error answer with its status would be."""
+    answer = ImagesResponse(created=0)
+    usages: list[dict[str, Any]] = []
+    for sse in EventSource(response).iter_sse():
+        if not sse.data or sse.data.startswith("[DONE]"):
+            continue
+        data = _json_event(sse.data)
+        if isinstance(data, dict) and "error" in data:
+            error = parse_data(OpenAIErrorBody, data, provider=NAME, phase=Phase.SUBMIT).error
+            raise UpstreamRejectedError(_describe(response.status_code, error), provider=NAME)
+        event = parse_data(StreamEvent, data, provider=NAME, phase=Phase.SUBMIT)
+        if event.type.endswith(".partial_image"):
+            answer.partials.append(OpenAIImage(b64_json=event.b64_json))
+        elif event.type.endswith(".completed"):
+            answer.data.append(OpenAIImage(b64_json=event.b64_json))
+            answer.created = event.created_at or answer.created
+            for name in ("background", "output_format", "quality", "size"):
+                setattr(answer, name, getattr(event, name) or getattr(answer, name))
+            if event.usage:
+                usages.append(event.usage)
+    if usages:
+        answer.usage = _sum_usage(usages)
+    return answer
+
+
+def _json_event(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise UnexpectedResponseError("OpenAI streamed an event that is not JSON", provider=NAME) from None
+
+
+def _sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every completed event's usage added up, key by key (details too)."""
+    total: dict[str, Any] = {}
+    for usage in usages:
+        for key, value in usage.items():
+            if isinstance(value, dict):
+                total[key] = _sum_usage([total.get(key, {}), value])
+            elif isinstance(value, int) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+    return total
 
 
 def _to_result_image(image: OpenAIImage) -> ResultImage:
