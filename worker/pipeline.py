@@ -23,6 +23,7 @@ from shared.errors import (
     PermanentProviderError,
     ProviderError,
     RateLimitedError,
+    StorageUnavailableError,
     TransientProviderError,
 )
 from shared.jobs import TERMINAL, JobStatus
@@ -38,6 +39,9 @@ from worker.runtime import Runtime
 from worker.upstream_limits import Granted
 
 log = logging.getLogger(__name__)
+
+#: a synchronous job whose results could not be stored is sent again after this long
+STORAGE_RETRY_S = 15.0
 
 
 def submit_job(job_id: str, *, rt: Runtime) -> None:
@@ -355,6 +359,9 @@ def finish_job(
         return fail_job(
             job_id, from_=from_, code=exc.code, message=exc.message, rt=rt, when_poll_count=when_poll_count, **changes
         )
+    except StorageUnavailableError as exc:
+        _storage_unavailable(job_id, from_=from_, when_poll_count=when_poll_count, error=exc, rt=rt)
+        return False
     now = rt.clock()
     with rt.session() as session, session.begin():
         ended, delivery = _end(
@@ -374,6 +381,41 @@ def finish_job(
         return False
     _after_terminal(ended, delivery, rt=rt)
     return True
+
+
+def _storage_unavailable(
+    job_id: str, *, from_: JobStatus, when_poll_count: int | None, error: StorageUnavailableError, rt: Runtime
+) -> None:
+    """The results could not be stored: nothing is ended or billed. A running job is polled again (the upstream
+    still has the result); a synchronous one goes back to its queue, the attempt not counted (the upstream did its
+    part), until the store is back or the job's deadline passes (the sweeper times it out)."""
+    log.warning("job %s: %s; trying again later", job_id, error.message)
+    with rt.session() as session:
+        job = session.get(Job, job_id)
+    if job is None:
+        return
+    if from_ == JobStatus.RUNNING and when_poll_count is not None:
+        _schedule_next_poll(job, when_poll_count, minimum_s=5.0, rt=rt)
+        return
+    if job.channel is not None:  # the upstream call is over: nothing holds its slots
+        admission_.release_slots(job.provider, job.channel, job.id, rt=rt)
+    now = rt.clock()
+    with rt.session() as session, session.begin():
+        won = jobs_repo.transition(
+            session=session,
+            job_id=job_id,
+            from_=JobStatus.SUBMITTING,
+            to=JobStatus.QUEUED,
+            detail=f"retry in {STORAGE_RETRY_S:.0f}s: {error.message}"[:1000],
+            when=col(Job.submit_attempts) == job.submit_attempts,
+            now=now,
+            submit_attempts=max(job.submit_attempts - 1, 0),
+            lease_until=None,
+            dispatched_at=now + timedelta(seconds=STORAGE_RETRY_S),
+            channel=None,
+        )
+    if won:
+        rt.sender.submit(job_id, route=route_of(job), countdown_s=STORAGE_RETRY_S)
 
 
 def fail_job(

@@ -30,7 +30,7 @@ from shared.db.engine import make_engine
 from shared.egress import EgressPolicy
 from shared.logs import configure_logging
 from shared.queue import TaskSender, make_celery
-from shared.storage import LocalStorage
+from shared.storage import open_storage
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine=engine,
             sender=TaskSender(make_celery(settings, main="producer")),
             keys=KeyRing(key.get_secret_value() for key in settings.api_keys),
-            storage=LocalStorage(settings.files_dir),
+            storage=open_storage(settings),
             waiter=waiter,
             egress=EgressPolicy.from_lists(hosts=settings.egress.allow_hosts, networks=settings.egress.allow_networks),
         )
