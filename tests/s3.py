@@ -52,8 +52,10 @@ class S3Bucket:
     def keys(self) -> list[str]:
         """Every key under the prefix, relative to it."""
         found: list[str] = []
-        for page in client(self.endpoint_url).get_paginator("list_objects_v2").paginate(
-            Bucket=self.name, Prefix=f"{self.prefix}/"
+        for page in (
+            client(self.endpoint_url)
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.name, Prefix=f"{self.prefix}/")
         ):
             found.extend(item["Key"].removeprefix(f"{self.prefix}/") for item in page.get("Contents", []))
         return sorted(found)

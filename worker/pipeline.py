@@ -26,6 +26,7 @@ from shared.errors import (
     StorageUnavailableError,
     TransientProviderError,
 )
+from shared.inline_inputs import InlineInputs
 from shared.jobs import TERMINAL, JobStatus
 from shared.queue import route_of
 from shared.upstream_callbacks import callback_url
@@ -55,6 +56,11 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
         job = session.get(Job, job_id)
     if job is None or not _claimable(job, now):
         log.info("job %s submit skipped (status=%s)", job_id, job.status if job else "missing")
+        return
+    try:  # inputs moved to storage at accept time go back inline
+        params = InlineInputs(rt.storage, max_chars=0).restore(job.upstream_params)
+    except StorageUnavailableError as exc:
+        log.warning("job %s: its input images cannot be read (%s); the sweeper sends it again", job_id, exc.message)
         return
     from_, attempt = JobStatus(job.status), job.submit_attempts + 1
     if attempt > rt.settings.sweeper.max_submit_attempts:
@@ -87,7 +93,7 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
     if not claimed:
         admission_.after_lost_claim(job_id, admission.channel, rt=rt)
         return
-    _submit_claimed(job, _spec_of(job, attempt, rt=rt), channel=admission.channel, rt=rt)
+    _submit_claimed(job, _spec_of(job, attempt, params, rt=rt), channel=admission.channel, rt=rt)
 
 
 def _claimable(job: Job, now: datetime) -> bool:
@@ -96,12 +102,12 @@ def _claimable(job: Job, now: datetime) -> bool:
     return job.status == JobStatus.SUBMITTING and job.lease_until is not None and job.lease_until < now
 
 
-def _spec_of(job: Job, attempt: int, *, rt: Runtime) -> JobSpec:
+def _spec_of(job: Job, attempt: int, params: dict[str, Any], *, rt: Runtime) -> JobSpec:
     return JobSpec(
         job_id=job.id,
         upstream_model=job.upstream_model,
         operation=job.operation,
-        params=dict(job.upstream_params),
+        params=params,
         image_count=job.image_count,
         attempt=attempt,
         callback_url=callback_url(rt.settings, job.provider, job.id),

@@ -12,6 +12,7 @@ from producer.http import (
     apimodels_routes,
     callbacks_routes,
     cancel_routes,
+    delete_routes,
     edits_routes,
     files,
     kling_routes,
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files.router)
     app.include_router(webhook_routes.router)
     app.include_router(cancel_routes.router)
+    app.include_router(delete_routes.router)
     app.include_router(callbacks_routes.router)
 
     @app.get("/healthz", include_in_schema=False)

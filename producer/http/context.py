@@ -17,6 +17,7 @@ from shared.config import Settings
 from shared.db import jobs_repo
 from shared.egress import EgressPolicy
 from shared.files import ResultUrls
+from shared.inline_inputs import InlineInputs
 from shared.queue import TaskSender
 from shared.storage import ObjectStorage
 from shared.views import JobView, job_view
@@ -41,6 +42,9 @@ class ApiContext:
 
     def sign(self, key: str) -> str:
         return ResultUrls(self.settings, self.storage).signer()(key)
+
+    def inline_inputs(self) -> InlineInputs:
+        return InlineInputs(self.storage, max_chars=self.settings.storage.inline_input_max_chars)
 
     def load_view(self, job_id: str, owner: str) -> JobView:
         """The task object of one of ``owner``'s jobs (``JobNotFoundError`` otherwise)."""

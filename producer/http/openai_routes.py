@@ -56,7 +56,13 @@ async def create_generation(
 def _enqueue(context: ApiContext, payload: ImageRequest, owner: str) -> Enqueued:
     with context.session() as session:
         return enqueue_job(
-            payload, session=session, owner=owner, sender=context.sender, catalog=context.catalog, egress=context.egress
+            payload,
+            session=session,
+            owner=owner,
+            sender=context.sender,
+            catalog=context.catalog,
+            egress=context.egress,
+            inputs=context.inline_inputs(),
         )
 
 

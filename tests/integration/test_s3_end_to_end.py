@@ -19,7 +19,7 @@ from tests.support import API_KEY, free_port
 pytestmark = pytest.mark.integration
 
 GENERATIONS = "/v1/images/generations"
-JOBS = [
+JOBS: list[dict[str, Any]] = [
     {"model": "kling-image", "model_name": "kling-v2-1", "prompt": "a red fox", "n": 2},
     {"model": "gpt-image-1", "prompt": "a blue whale", "quality": "low", "size": "1024x1024"},
 ]

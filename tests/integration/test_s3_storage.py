@@ -20,7 +20,7 @@ from tests.conftest import make_settings
 from tests.fakes import accepted, completed, png_bytes, succeeded
 from tests.s3 import S3Bucket
 from tests.support import free_port
-from tests.unit.conftest import OPENAI_REQUEST, HarnessFactory, make_harness  # noqa: F401 (the fixture)
+from tests.unit.conftest import OPENAI_REQUEST, HarnessFactory
 from worker.pipeline import STORAGE_RETRY_S, poll_job, submit_job
 
 pytestmark = pytest.mark.integration
@@ -99,7 +99,7 @@ def test_without_presign_results_get_api_signed_files_urls(s3_bucket: S3Bucket) 
 
 def test_an_unreachable_store_is_unavailable_not_a_crash(s3_bucket: S3Bucket) -> None:
     storage = open_storage(_s3(s3_bucket, **_dead_store()))
-    with pytest.raises(StorageUnavailableError, match="storing jobs/x/0.png failed"):
+    with pytest.raises(StorageUnavailableError, match=r"storing jobs/x/0\.png failed"):
         storage.put(image_key("x", 0, "png"), png_bytes())
     with pytest.raises(StorageUnavailableError):
         storage.get(image_key("x", 0, "png"))

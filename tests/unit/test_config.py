@@ -299,10 +299,13 @@ def test_celery_config_routes_every_task_to_its_queue(settings: Settings) -> Non
     assert config["task_routes"] == {
         "imagejobs.deliver_webhook": {"queue": "webhooks"},
         "imagejobs.sweep": {"queue": "maintenance"},
+        "imagejobs.purge_expired": {"queue": "maintenance"},
     }
     assert config["broker_transport_options"]["queue_order_strategy"] == "priority"
     assert config["beat_schedule"]["sweep"]["task"] == TaskName.SWEEP.value
     assert config["beat_schedule"]["sweep"]["schedule"] == settings.sweeper.interval_s
+    assert config["beat_schedule"]["purge-expired"]["task"] == TaskName.PURGE_EXPIRED.value
+    assert config["beat_schedule"]["purge-expired"]["schedule"] == settings.retention.interval_s
 
 
 # -- TaskSender ----------------------------------------------------------------------------------------
