@@ -28,7 +28,7 @@ class InlineInputs:
     def offload(self, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` with every inline image longer than ``max_chars`` written to storage and replaced by its
         reference (raises ``StorageUnavailableError`` when the store is down: nothing is accepted then)."""
-        counter = iter(range(10_000))
+        stored: list[str] = []
 
         def visit(value: Any) -> Any:
             if isinstance(value, dict):
@@ -36,7 +36,10 @@ class InlineInputs:
             if isinstance(value, list):
                 return [visit(item) for item in value]
             if isinstance(value, str) and len(value) > self._max_chars:
-                return self._store(job_id, next(counter), value) or value
+                reference = self._store(job_id, len(stored), value)
+                if reference is not None:
+                    stored.append(reference)
+                    return reference
             return value
 
         result: dict[str, Any] = visit(params)
