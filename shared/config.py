@@ -520,5 +520,9 @@ def _describe(loc: tuple[int | str, ...], message: str) -> str:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (read once)."""
-    return load_settings()
+    """The process-wide settings (read once). A bad value ends the starting process with one line naming the
+    variable, not a traceback."""
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        raise SystemExit(f"imagejobs: {exc}") from None

@@ -4,6 +4,7 @@ and a storage outage during finish (transient: the job is neither failed nor bil
 from __future__ import annotations
 
 import io
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,7 @@ from shared.storage.s3 import S3Storage
 from tests.conftest import make_settings
 from tests.fakes import accepted, completed, png_bytes, succeeded
 from tests.s3 import S3Bucket
-from tests.support import free_port
+from tests.support import REPO, base_env, celery_worker_command, free_port
 from tests.unit.conftest import OPENAI_REQUEST, HarnessFactory
 from worker.pipeline import STORAGE_RETRY_S, poll_job, submit_job
 
@@ -171,3 +172,25 @@ def test_storage_outage_while_finishing_a_sync_job_requeues_it_without_counting_
     assert job.submit_attempts == 0  # the upstream did its part: not an attempt that failed
     assert harness.costs(job_id) == []
     assert harness.sender.submits == [(job_id, STORAGE_RETRY_S)]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("IMAGEJOBS_STORAGE__URL", "s3://Not_A_Bucket"),
+        ("IMAGEJOBS_STORAGE__URL", "ftp://files"),
+        ("IMAGEJOBS_STORAGE__ENDPOINT_URL", "127.0.0.1:9000"),
+        ("IMAGEJOBS_STORAGE__ACCESS_KEY_ID", "only-half-of-a-pair"),
+    ],
+)
+def test_a_bad_storage_setting_stops_the_worker_with_one_line_naming_it(variable: str, value: str) -> None:
+    env = base_env(redis_url="redis://127.0.0.1:9/0", database_url="sqlite://", files_dir=Path("unused"),
+                   emulator_url="http://127.0.0.1:9", IMAGEJOBS_STORAGE__URL="s3://bucket1")  # fmt: skip
+    env[variable] = value
+    started = subprocess.run(celery_worker_command(1), env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+    assert started.returncode != 0
+    assert "Traceback" not in started.stderr
+    [line] = started.stderr.strip().splitlines()
+    assert line.startswith("imagejobs: invalid settings: IMAGEJOBS_STORAGE")
+    assert variable.removeprefix("IMAGEJOBS_STORAGE__").split("_")[0] in line

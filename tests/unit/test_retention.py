@@ -14,10 +14,10 @@ from sqlmodel import select
 from shared.db.tables import Job, JobEvent, WebhookDelivery
 from shared.inline_inputs import STORED, InlineInputs
 from shared.jobs import JobStatus
-from shared.retention import Purged, erase_job, purge_expired
+from shared.retention import Purged, erase_job
 from shared.storage import image_key, input_key
 from shared.views import job_view
-from tests.fakes import accepted, completed, png_bytes
+from tests.fakes import accepted, completed
 from tests.unit.conftest import OPENAI_REQUEST, Harness, HarnessFactory
 from worker.pipeline import submit_job
 from worker.retention import purge
