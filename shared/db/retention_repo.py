@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, update
+from sqlalchemy.orm import Mapped
 from sqlmodel import Session, col, select
 
 from shared.db.tables import CostEntry, Job, JobEvent, JobImage, WebhookDelivery
@@ -36,13 +37,13 @@ def rows_due(*, session: Session, finished_before: datetime, limit: int) -> Sequ
     return list(session.exec(statement).all())
 
 
-def _due(session: Session, marker: object, finished_before: datetime, limit: int) -> Sequence[str]:
+def _due(session: Session, marker: Mapped[datetime | None], finished_before: datetime, limit: int) -> Sequence[str]:
     statement = (
         select(Job.id)
         .where(
             col(Job.status).in_(_TERMINAL),
             col(Job.finished_at) < finished_before,
-            marker.is_(None),  # type: ignore[attr-defined]
+            marker.is_(None),
         )
         .order_by(col(Job.finished_at))
         .limit(limit)
