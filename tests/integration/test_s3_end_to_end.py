@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.integration.harness import Emulator, ProcessesFactory
 from tests.s3 import S3Bucket
-from tests.support import API_KEY, free_port
+from tests.support import API_KEY, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +77,31 @@ def test_images_are_served_from_s3_and_nothing_is_written_under_the_files_dir(
             picture.load()
     assert len(s3_bucket.keys()) == 3
     assert list(files_dir.rglob("*")) == []
+
+
+def test_the_beat_task_deletes_expired_images_from_the_bucket(
+    sqlite_url: str, processes: ProcessesFactory, s3_bucket: S3Bucket, emulator: Emulator
+) -> None:
+    stack = processes(
+        sqlite_url,
+        IMAGEJOBS_RETENTION__RESULTS_S="5",
+        IMAGEJOBS_RETENTION__INPUTS_S="5",
+        IMAGEJOBS_RETENTION__INTERVAL_S="1",
+        **s3_bucket.env(),
+    )
+    stack.worker()
+    stack.beat()
+    base_url = stack.api()
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as api:
+        created = api.post(GENERATIONS, json={**JOBS[1], "async": True})
+        assert created.status_code == 202, created.text
+        task = _wait_terminal(api, created.json()["id"], timeout_s=30)
+        assert task["status"] == "succeeded" and len(task["data"]) == 1
+        assert task["expires_at"] == task["finished_at"] + 5
+        assert len(s3_bucket.keys()) == 1
+
+        wait_until(lambda: s3_bucket.keys() == [], timeout_s=30, what="the purge to delete the image")
+        after = api.get(f"{GENERATIONS}/{task['id']}").json()
+
+    assert after["status"] == "succeeded" and after["data"] == []
+    assert after["cost"] == task["cost"]  # the bill stays with the row
