@@ -168,6 +168,9 @@ class StorageSettings(BaseModel):
     secret_access_key: SecretStr | None = None
     #: with S3: result URLs are presigned GET URLs of the store (True) or ``/v1/files`` URLs the API streams (False)
     presign: bool = True
+    #: the endpoint callers reach the store at, when it is not ``endpoint_url`` (e.g. ``http://minio:9000`` inside
+    #: a compose network, ``https://files.example.com`` outside): presigned URLs are signed for this host
+    presign_endpoint_url: str | None = None
     #: ``https://bucket.endpoint/key`` instead of ``https://endpoint/bucket/key`` (AWS; most others want False)
     virtual_hosted_style: bool = False
     #: one storage request's limit; a slower store counts as unavailable (the job is retried, not failed)
@@ -189,7 +192,7 @@ class StorageSettings(BaseModel):
             raise ValueError("must be file://DIR or s3://BUCKET[/PREFIX] with a valid bucket name")
         return value.rstrip("/")
 
-    @field_validator("endpoint_url")
+    @field_validator("endpoint_url", "presign_endpoint_url")
     @classmethod
     def _endpoint_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):

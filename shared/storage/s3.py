@@ -21,39 +21,10 @@ from shared.storage.keys import checked_key, content_type_of
 
 class S3Storage:
     def __init__(self, settings: StorageSettings) -> None:
-        assert settings.url is not None and settings.is_s3()
-        bucket, _, prefix = settings.url.removeprefix("s3://").partition("/")
-        credentials: dict[str, str] = {}
-        if settings.access_key_id is not None and settings.secret_access_key is not None:
-            credentials = {
-                "access_key_id": settings.access_key_id.get_secret_value(),
-                "secret_access_key": settings.secret_access_key.get_secret_value(),
-            }
-        endpoint = {"endpoint": settings.endpoint_url} if settings.endpoint_url else {}
-        timeout = timedelta(seconds=settings.timeout_s)
-        self._store = S3Store(
-            bucket,
-            prefix=prefix or None,
-            region=settings.region,
-            virtual_hosted_style_request=settings.virtual_hosted_style,
-            client_options={
-                "allow_http": bool(settings.endpoint_url and settings.endpoint_url.startswith("http://")),
-                "timeout": timeout,
-                "connect_timeout": timedelta(seconds=min(5.0, settings.timeout_s)),
-            },
-            # a short outage is ridden out here; a longer one surfaces as StorageUnavailableError
-            retry_config={
-                "max_retries": 3,
-                "retry_timeout": timeout,
-                "backoff": {
-                    "init_backoff": timedelta(milliseconds=100),
-                    "max_backoff": timedelta(seconds=2),
-                    "base": 2,
-                },
-            },
-            **endpoint,  # type: ignore[arg-type]
-            **credentials,  # type: ignore[arg-type]
-        )
+        self._store = _store(settings, endpoint_url=settings.endpoint_url)
+        # signing is offline: a second client only decides which host the presigned URLs name
+        public = settings.presign_endpoint_url
+        self._signer = self._store if public is None else _store(settings, endpoint_url=public)
 
     def put(self, key: str, data: bytes) -> None:
         """With the ``Content-Type`` of the key's extension, which presigned downloads answer with."""
@@ -96,7 +67,43 @@ class S3Storage:
             raise StorageUnavailableError(f"deleting {prefix} failed: {_short(exc)}") from None
 
     def presigned_url(self, key: str, *, ttl_s: int) -> str | None:
-        return obstore.sign(self._store, "GET", checked_key(key), timedelta(seconds=ttl_s))
+        return obstore.sign(self._signer, "GET", checked_key(key), timedelta(seconds=ttl_s))
+
+
+def _store(settings: StorageSettings, *, endpoint_url: str | None) -> S3Store:
+    assert settings.url is not None and settings.is_s3()
+    bucket, _, prefix = settings.url.removeprefix("s3://").partition("/")
+    credentials: dict[str, str] = {}
+    if settings.access_key_id is not None and settings.secret_access_key is not None:
+        credentials = {
+            "access_key_id": settings.access_key_id.get_secret_value(),
+            "secret_access_key": settings.secret_access_key.get_secret_value(),
+        }
+    endpoint = {"endpoint": endpoint_url} if endpoint_url else {}
+    timeout = timedelta(seconds=settings.timeout_s)
+    return S3Store(
+        bucket,
+        prefix=prefix or None,
+        region=settings.region,
+        virtual_hosted_style_request=settings.virtual_hosted_style,
+        client_options={
+            "allow_http": bool(endpoint_url and endpoint_url.startswith("http://")),
+            "timeout": timeout,
+            "connect_timeout": timedelta(seconds=min(5.0, settings.timeout_s)),
+        },
+        # a short outage is ridden out here; a longer one surfaces as StorageUnavailableError
+        retry_config={
+            "max_retries": 3,
+            "retry_timeout": timeout,
+            "backoff": {
+                "init_backoff": timedelta(milliseconds=100),
+                "max_backoff": timedelta(seconds=2),
+                "base": 2,
+            },
+        },
+        **endpoint,  # type: ignore[arg-type]
+        **credentials,  # type: ignore[arg-type]
+    )
 
 
 def _short(exc: Exception) -> str:

@@ -92,6 +92,20 @@ def test_presigned_url_downloads_the_image_and_expires_like_a_files_url(s3_bucke
         assert picture.size == (16, 8)
 
 
+def test_presigned_urls_name_the_public_endpoint_when_one_is_set(s3_bucket: S3Bucket) -> None:
+    # the same server under another name: what a proxy in front of the store looks like to a caller
+    public = s3_bucket.endpoint_url.replace("127.0.0.1", "localhost")
+    settings = make_settings(storage=s3_bucket.settings(presign_endpoint_url=public))
+    storage = open_storage(settings)
+    key = image_key("job3", 0, "png")
+    storage.put(key, png_bytes())
+
+    url = ResultUrls(settings, storage).signer()(key)
+
+    assert url.startswith(f"{public}/{s3_bucket.name}/results/{key}?")
+    assert httpx.get(url).content == png_bytes()
+
+
 def test_without_presign_results_get_api_signed_files_urls(s3_bucket: S3Bucket) -> None:
     settings = make_settings(storage=s3_bucket.settings(presign=False), public_base_url="https://img.example.com")
     url = ResultUrls(settings, open_storage(settings)).signer()("jobs/j/0.png")

@@ -166,7 +166,7 @@ def test_api_and_two_workers_on_separate_hosts_lose_nothing_when_one_worker_dies
 
         # both workers hold poll chains; worker A dies mid-poll with its share of them
         wait_until(
-            lambda: _running_polled(rows, job_ids) >= JOBS // 4 and _polls_held_by(doomed) > 0,
+            lambda: _running_polled(rows, job_ids) >= JOBS // 4 and _polls_held_by(doomed) >= 10,
             timeout_s=45,
             interval_s=0.2,
             what="both workers holding poll chains",
@@ -207,7 +207,7 @@ def test_api_and_two_workers_on_separate_hosts_lose_nothing_when_one_worker_dies
     )
 
     assert lost == {}
-    assert held_by_a > 0 and open_at_kill >= JOBS // 4, "worker A was not killed mid-poll"
+    assert held_by_a >= 10 and open_at_kill >= JOBS // 4, "worker A was not killed mid-poll"
     assert {task["status"] for task in tasks} == {"succeeded"}
     assert downloadable == len(urls) == sum(task["cost"]["quantity"] for task in tasks) >= JOBS
     assert all(url.startswith(s3_bucket.endpoint_url) for url in urls)  # presigned: served by S3 itself
