@@ -24,6 +24,7 @@ from shared.db import jobs_repo
 from shared.db.tables import Job, utcnow
 from shared.egress import EgressPolicy, refusal_reason
 from shared.errors import InvalidRequestError
+from shared.inline_inputs import InlineInputs
 from shared.jobs import ImageRequest, Priority
 from shared.queue import Route, route_of
 
@@ -56,8 +57,12 @@ def enqueue_job(
     catalog: Catalog | None = None,
     egress: EgressPolicy | None = None,
     now: datetime | None = None,
+    inputs: InlineInputs | None = None,
 ) -> Enqueued:
-    """Accept one request as a durable job; raises ``InvalidRequestError`` (nothing written) if it breaks a rule."""
+    """Accept one request as a durable job; raises ``InvalidRequestError`` (nothing written) if it breaks a rule.
+
+    With ``inputs``, large inline input images are written to storage first and the row keeps references.
+    """
     validated = validate_request(request, catalog=catalog or load_catalog())
     _check_gateway_fields(request, egress or EgressPolicy())
     if request.external_task_id is not None:
@@ -68,6 +73,8 @@ def enqueue_job(
             return Enqueued(job=existing, created=False)
     job = _new_job(request, validated, owner=owner, now=now or utcnow())
     check_spend_budget(session=session, job=job)  # 402 if the key's spend budget cannot cover it
+    if inputs is not None:
+        job.upstream_params = inputs.offload(job.id, job.upstream_params)
     jobs_repo.insert_job(session=session, job=job)
     try:
         session.commit()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Self
@@ -156,6 +157,96 @@ class LimitSettings(BaseModel):
     key_cache_ttl_s: float = Field(default=10.0, ge=0, le=300)
     #: requests per minute allowed to each ``IMAGEJOBS_API_KEYS`` key (unset: unlimited)
     bootstrap_requests_per_minute: int | None = Field(default=None, ge=1)
+
+
+#: SigV4 presigned URLs live at most 7 days
+#: (https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html)
+MAX_PRESIGN_TTL_S = 7 * 24 * 3600
+
+
+class StorageSettings(BaseModel):
+    """Where result and input images live: ``file://…`` (one host) or ``s3://bucket/prefix`` (any S3 API).
+
+    Unset ``url``: ``file://`` + ``IMAGEJOBS_FILES_DIR`` (``var/files``). Credentials unset with S3: the standard
+    AWS sources (``AWS_*`` variables, instance or pod roles).
+    """
+
+    url: str | None = None
+    #: e.g. ``http://127.0.0.1:9000`` (MinIO) or ``https://<account>.r2.cloudflarestorage.com`` (R2)
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    #: with S3: result URLs are presigned GET URLs of the store (True) or ``/v1/files`` URLs the API streams (False)
+    presign: bool = True
+    #: the endpoint callers reach the store at, when it is not ``endpoint_url`` (e.g. ``http://minio:9000`` inside
+    #: a compose network, ``https://files.example.com`` outside): presigned URLs are signed for this host
+    presign_endpoint_url: str | None = None
+    #: ``https://bucket.endpoint/key`` instead of ``https://endpoint/bucket/key`` (AWS; most others want False)
+    virtual_hosted_style: bool = False
+    #: one storage request's limit; a slower store counts as unavailable (the job is retried, not failed)
+    timeout_s: float = Field(default=20.0, gt=0, le=300)
+    #: inline input images (data URIs, base64) longer than this are moved to storage at accept time
+    inline_input_max_chars: int = Field(default=16 * 1024, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("file://"):
+            if not value.removeprefix("file://"):
+                raise ValueError("file:// needs a directory, e.g. file://var/files")
+            return value
+        bucket = value.removeprefix("s3://").split("/", 1)[0]
+        if not value.startswith("s3://") or not _BUCKET.fullmatch(bucket):
+            raise ValueError("must be file://DIR or s3://BUCKET[/PREFIX] with a valid bucket name")
+        return value.rstrip("/")
+
+    @field_validator("endpoint_url", "presign_endpoint_url")
+    @classmethod
+    def _endpoint_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _credentials_come_in_pairs(self) -> Self:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("ACCESS_KEY_ID and SECRET_ACCESS_KEY are set together or not at all")
+        return self
+
+    def is_s3(self) -> bool:
+        return self.url is not None and self.url.startswith("s3://")
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class RetentionSettings(BaseModel):
+    """How long what a finished job leaves behind is kept (None: forever); the beat task deletes the rest.
+
+    Clocks start when the job ends. Deleting a job's rows deletes its events, image rows, webhook deliveries
+    and its cost entry: export billing before ``jobs_s`` ends.
+    """
+
+    #: result images (objects and their rows); the task object shows this as ``expires_at``
+    results_s: float | None = Field(default=30 * 24 * 3600, gt=0)
+    #: input images moved to storage at accept time
+    inputs_s: float | None = Field(default=24 * 3600, gt=0)
+    #: the job row with its events, image rows, deliveries and cost entry
+    jobs_s: float | None = Field(default=None, gt=0)
+    interval_s: float = Field(default=300.0, gt=0, le=86400)
+    #: jobs handled per run (a run stops after this many; the next run goes on)
+    batch_size: int = Field(default=200, ge=1, le=10000)
+
+    @model_validator(mode="after")
+    def _rows_outlive_files(self) -> Self:
+        if self.jobs_s is not None and any(
+            kept is None or kept > self.jobs_s for kept in (self.results_s, self.inputs_s)
+        ):
+            raise ValueError("JOBS_S must be at least RESULTS_S and INPUTS_S (a job row refers to its files)")
+        return self
 
 
 #: the channel of a provider section's own credentials (``channels`` adds more)
@@ -357,6 +448,8 @@ class Settings(BaseSettings):
     upstream: UpstreamSettings = UpstreamSettings()
     limits: LimitSettings = LimitSettings()
     callbacks: UpstreamCallbackSettings = UpstreamCallbackSettings()
+    storage: StorageSettings = StorageSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -407,6 +500,14 @@ class Settings(BaseSettings):
         self.public_base_url = self.public_base_url.rstrip("/")
         return self
 
+    @model_validator(mode="after")
+    def _storage_defaults_to_files_dir(self) -> Self:
+        if self.storage.url is None:
+            self.storage.url = f"file://{self.files_dir}"
+        if self.storage.is_s3() and self.storage.presign and self.file_url_ttl_s > MAX_PRESIGN_TTL_S:
+            raise ValueError(f"IMAGEJOBS_FILE_URL_TTL_S: presigned S3 URLs live at most {MAX_PRESIGN_TTL_S} s")
+        return self
+
     @field_validator("flower_password")
     @classmethod
     def _flower_password_usable(cls, value: SecretStr | None) -> SecretStr | None:
@@ -447,6 +548,8 @@ def load_settings() -> Settings:
 
 def _describe(loc: tuple[int | str, ...], message: str) -> str:
     """``IMAGEJOBS_<PATH>: message``; a missing section names its required variables."""
+    if not loc:  # a check across sections names its variables itself
+        return message.removeprefix("Value error, ")
     name = "IMAGEJOBS_" + "__".join(str(part) for part in loc).upper()
     field = Settings.model_fields.get(str(loc[0])) if len(loc) == 1 else None
     section = field.annotation if field is not None else None
@@ -458,5 +561,9 @@ def _describe(loc: tuple[int | str, ...], message: str) -> str:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (read once)."""
-    return load_settings()
+    """The process-wide settings (read once). A bad value ends the starting process with one line naming the
+    variable, not a traceback."""
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        raise SystemExit(f"imagejobs: {exc}") from None

@@ -4,6 +4,7 @@
     ├── ConfigurationError
     ├── JobNotFoundError
     ├── InvalidRequestError          .param, .code       → HTTP 400, nothing enqueued
+    ├── StorageUnavailableError      the object store cannot be reached → retried, never fails a job
     └── ProviderError                .provider, .code    (raised by adapters only)
         ├── TransientProviderError   timeouts, connection errors, 5xx      → retried
         │   └── RateLimitedError     429; .retry_after_s                   → retried after
@@ -38,6 +39,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     TOO_MANY_ATTEMPTS = "too_many_attempts"
     INTERNAL_ERROR = "internal_error"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
 
 
 class ImageJobsError(Exception):
@@ -60,6 +62,16 @@ class InvalidRequestError(ImageJobsError):
         self.message = message
         self.param = param
         self.code = code
+
+
+class StorageUnavailableError(ImageJobsError):
+    """The object store did not answer or refused (``shared/storage``); worth retrying."""
+
+    code = ErrorCode.STORAGE_UNAVAILABLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class ProviderError(ImageJobsError):

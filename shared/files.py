@@ -1,10 +1,21 @@
-"""HMAC-signed, expiring URLs for stored result images (signed by workers, checked by the API)."""
+"""Expiring download URLs of stored images: HMAC-signed ``/v1/files`` URLs (checked by the API) or presigned
+URLs of the object store."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+    from shared.storage import ObjectStorage
+
+#: storage key → a URL the caller can download (signed, expiring)
+UrlSigner = Callable[[str], str]
 
 
 def _signature(*, key: str, expires: int, secret: str) -> str:
@@ -25,3 +36,27 @@ def is_valid_file_signature(*, key: str, expires: int, signature: str, secret: s
     expected = _signature(key=key, expires=expires, secret=secret)
     # bytes, not str: compare_digest refuses non-ASCII strings, and a caller controls ``signature``
     return hmac.compare_digest(signature.encode(), expected.encode())
+
+
+class ResultUrls:
+    """The URL a caller downloads a stored image from: the store's presigned URL (S3 with ``presign``) or our
+    signed ``/v1/files`` URL, both valid ``IMAGEJOBS_FILE_URL_TTL_S`` seconds."""
+
+    def __init__(self, settings: Settings, storage: ObjectStorage) -> None:
+        self._settings = settings
+        self._storage = storage
+
+    def signer(self, *, now: float | None = None) -> UrlSigner:
+        """One signer for one response (every image of a job gets the same expiry)."""
+        at = time.time() if now is None else now
+        settings = self._settings
+        ttl_s = settings.file_url_ttl_s
+
+        def sign(key: str) -> str:
+            presigned = self._storage.presigned_url(key, ttl_s=ttl_s) if settings.storage.presign else None
+            if presigned is not None:
+                return presigned
+            secret = settings.signing_key.get_secret_value()
+            return signed_file_url(base_url=settings.public_base_url, key=key, secret=secret, ttl_s=ttl_s, now=at)
+
+        return sign

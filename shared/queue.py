@@ -57,6 +57,7 @@ class TaskName(StrEnum):
     POLL_JOB = "imagejobs.poll_job"
     DELIVER_WEBHOOK = "imagejobs.deliver_webhook"
     SWEEP = "imagejobs.sweep"
+    PURGE_EXPIRED = "imagejobs.purge_expired"
 
 
 class QueueName(StrEnum):
@@ -71,6 +72,7 @@ TASK_QUEUES: Final[dict[TaskName, QueueName]] = {
     TaskName.POLL_JOB: QueueName.POLL,
     TaskName.DELIVER_WEBHOOK: QueueName.WEBHOOKS,
     TaskName.SWEEP: QueueName.MAINTENANCE,
+    TaskName.PURGE_EXPIRED: QueueName.MAINTENANCE,
 }
 
 
@@ -122,7 +124,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": TaskName.SWEEP.value,
                 "schedule": settings.sweeper.interval_s,
                 "options": {"expires": settings.sweeper.interval_s},
-            }
+            },
+            "purge-expired": {
+                "task": TaskName.PURGE_EXPIRED.value,
+                "schedule": settings.retention.interval_s,
+                "options": {"expires": settings.retention.interval_s},
+            },
         },
     }
 

@@ -58,6 +58,8 @@ class JobView(BaseModel):
     poll_count: int
     submit_attempts: int
     data: list[ImageView]
+    #: when the result images are deleted (Unix seconds; None: kept for good, or the job has not ended)
+    expires_at: int | None = None
     cost: CostView | None
     error: ErrorView | None
     # What the upstream reported about the result, as OpenAI's ImagesResponse names it
@@ -69,9 +71,19 @@ class JobView(BaseModel):
     usage: dict[str, Any] | None = None
 
 
-def job_view(job: Job, *, images: Sequence[JobImage], cost: CostEntry | None, sign: UrlSigner) -> JobView:
+def job_view(
+    job: Job,
+    *,
+    images: Sequence[JobImage],
+    cost: CostEntry | None,
+    sign: UrlSigner,
+    results_kept_s: float | None = None,
+) -> JobView:
     created = int(job.created_at.timestamp())
     reported = job.upstream_report or {}
+    expires_at = None
+    if job.finished_at is not None and results_kept_s is not None:
+        expires_at = int(job.finished_at.timestamp() + results_kept_s)
     return JobView(
         id=job.id,
         task_id=job.id,
@@ -86,6 +98,7 @@ def job_view(job: Job, *, images: Sequence[JobImage], cost: CostEntry | None, si
         created_at=created,
         updated_at=int(job.updated_at.timestamp()),
         finished_at=int(job.finished_at.timestamp()) if job.finished_at else None,
+        expires_at=expires_at,
         poll_count=job.poll_count,
         submit_attempts=job.submit_attempts,
         data=[

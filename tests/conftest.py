@@ -14,6 +14,7 @@ from redis import Redis
 from producer.localstack import start_private_redis
 from shared.config import Settings
 from shared.db.migrate import upgrade
+from tests.s3 import S3Bucket, fresh_bucket, s3_server
 from tests.support import (
     API_KEY,
     OTHER_API_KEY,
@@ -130,3 +131,17 @@ def emulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 API server (moto's) for this test session, on loopback."""
+    with s3_server(tmp_path_factory.mktemp("s3")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> Iterator[S3Bucket]:
+    """An empty bucket of its own for one test, removed afterwards."""
+    with fresh_bucket(s3_endpoint) as bucket:
+        yield bucket

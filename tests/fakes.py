@@ -16,7 +16,7 @@ from shared.db.engine import make_engine
 from shared.db.tables import utcnow
 from shared.errors import ProviderError
 from shared.queue import Route
-from shared.storage import LocalStorage
+from shared.storage import LocalStorage, open_storage
 from worker.providers.base import Accepted, Completed, JobSpec, PollResult, ResultImage, Submission, UpstreamState
 from worker.runtime import Runtime
 
@@ -120,7 +120,7 @@ def make_runtime(
         settings=settings,
         engine=make_engine(database_url),
         providers=providers,
-        storage=LocalStorage(files_dir),
+        storage=open_storage(settings) if settings.storage.is_s3() else LocalStorage(files_dir),
         sender=sender,
         announce_done=announced.append,
         downloads=httpx.Client(

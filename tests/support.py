@@ -83,12 +83,14 @@ def base_env(*, redis_url: str, database_url: str, files_dir: Path, emulator_url
 class Process:
     """A child process with its output in a log file; killed (whole group) on stop."""
 
-    def __init__(self, name: str, command: list[str], *, env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, command: list[str], *, env: Mapping[str, str], log_dir: Path, cwd: Path = REPO
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            command, cwd=REPO, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=cwd, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def alive(self) -> bool:

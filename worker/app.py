@@ -21,7 +21,7 @@ from shared.errors import ConfigurationError
 from shared.logs import configure_logging
 from shared.provider_modes import log_provider_report
 from shared.queue import JOB_DONE_CHANNEL, TaskSender, make_celery
-from shared.storage import LocalStorage
+from shared.storage import open_storage
 from worker import kombu_workarounds
 from worker.channels import ChannelHealth
 from worker.inputs import HttpImageLoader
@@ -78,7 +78,7 @@ def build_runtime() -> Runtime:
         limits=UpstreamLimits(redis, prefix=settings.upstream.key_prefix),
         health=ChannelHealth(redis, settings=settings.upstream),
         latency=LatencyBook(RedisCompletions.from_url(settings.redis_url)),
-        storage=LocalStorage(settings.files_dir),
+        storage=open_storage(settings),
         sender=TaskSender(app),
         announce_done=announce_done,
         downloads=httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), trust_env=False, follow_redirects=True),

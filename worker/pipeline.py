@@ -23,8 +23,10 @@ from shared.errors import (
     PermanentProviderError,
     ProviderError,
     RateLimitedError,
+    StorageUnavailableError,
     TransientProviderError,
 )
+from shared.inline_inputs import InlineInputs
 from shared.jobs import TERMINAL, JobStatus
 from shared.queue import route_of
 from shared.upstream_callbacks import callback_url
@@ -39,6 +41,9 @@ from worker.upstream_limits import Granted
 
 log = logging.getLogger(__name__)
 
+#: a synchronous job whose results could not be stored is sent again after this long
+STORAGE_RETRY_S = 15.0
+
 
 def submit_job(job_id: str, *, rt: Runtime) -> None:
     """Claim a queued job (or one whose submitting worker vanished) and hand it to its upstream.
@@ -51,6 +56,11 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
         job = session.get(Job, job_id)
     if job is None or not _claimable(job, now):
         log.info("job %s submit skipped (status=%s)", job_id, job.status if job else "missing")
+        return
+    try:  # inputs moved to storage at accept time go back inline
+        params = InlineInputs(rt.storage, max_chars=0).restore(job.upstream_params)
+    except StorageUnavailableError as exc:
+        log.warning("job %s: its input images cannot be read (%s); the sweeper sends it again", job_id, exc.message)
         return
     from_, attempt = JobStatus(job.status), job.submit_attempts + 1
     if attempt > rt.settings.sweeper.max_submit_attempts:
@@ -83,7 +93,7 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
     if not claimed:
         admission_.after_lost_claim(job_id, admission.channel, rt=rt)
         return
-    _submit_claimed(job, _spec_of(job, attempt, rt=rt), channel=admission.channel, rt=rt)
+    _submit_claimed(job, _spec_of(job, attempt, params, rt=rt), channel=admission.channel, rt=rt)
 
 
 def _claimable(job: Job, now: datetime) -> bool:
@@ -92,12 +102,12 @@ def _claimable(job: Job, now: datetime) -> bool:
     return job.status == JobStatus.SUBMITTING and job.lease_until is not None and job.lease_until < now
 
 
-def _spec_of(job: Job, attempt: int, *, rt: Runtime) -> JobSpec:
+def _spec_of(job: Job, attempt: int, params: dict[str, Any], *, rt: Runtime) -> JobSpec:
     return JobSpec(
         job_id=job.id,
         upstream_model=job.upstream_model,
         operation=job.operation,
-        params=dict(job.upstream_params),
+        params=params,
         image_count=job.image_count,
         attempt=attempt,
         callback_url=callback_url(rt.settings, job.provider, job.id),
@@ -370,6 +380,9 @@ def finish_job(
         return fail_job(
             job_id, from_=from_, code=exc.code, message=exc.message, rt=rt, when_poll_count=when_poll_count, **changes
         )
+    except StorageUnavailableError as exc:
+        _storage_unavailable(job_id, from_=from_, when_poll_count=when_poll_count, error=exc, rt=rt)
+        return False
     now = rt.clock()
     with rt.session() as session, session.begin():
         ended, delivery = _end(
@@ -389,6 +402,41 @@ def finish_job(
         return False
     _after_terminal(ended, delivery, rt=rt)
     return True
+
+
+def _storage_unavailable(
+    job_id: str, *, from_: JobStatus, when_poll_count: int | None, error: StorageUnavailableError, rt: Runtime
+) -> None:
+    """The results could not be stored: nothing is ended or billed. A running job is polled again (the upstream
+    still has the result); a synchronous one goes back to its queue, the attempt not counted (the upstream did its
+    part), until the store is back or the job's deadline passes (the sweeper times it out)."""
+    log.warning("job %s: %s; trying again later", job_id, error.message)
+    with rt.session() as session:
+        job = session.get(Job, job_id)
+    if job is None:
+        return
+    if from_ == JobStatus.RUNNING and when_poll_count is not None:
+        _schedule_next_poll(job, when_poll_count, minimum_s=5.0, rt=rt)
+        return
+    if job.channel is not None:  # the upstream call is over: nothing holds its slots
+        admission_.release_slots(job.provider, job.channel, job.id, rt=rt)
+    now = rt.clock()
+    with rt.session() as session, session.begin():
+        won = jobs_repo.transition(
+            session=session,
+            job_id=job_id,
+            from_=JobStatus.SUBMITTING,
+            to=JobStatus.QUEUED,
+            detail=f"retry in {STORAGE_RETRY_S:.0f}s: {error.message}"[:1000],
+            when=col(Job.submit_attempts) == job.submit_attempts,
+            now=now,
+            submit_attempts=max(job.submit_attempts - 1, 0),
+            lease_until=None,
+            dispatched_at=now + timedelta(seconds=STORAGE_RETRY_S),
+            channel=None,
+        )
+    if won:
+        rt.sender.submit(job_id, route=route_of(job), countdown_s=STORAGE_RETRY_S)
 
 
 def fail_job(

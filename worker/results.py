@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from shared.db.tables import JobImage
 from shared.errors import TransientProviderError, UnexpectedResponseError
-from shared.storage import CONTENT_TYPES, LocalStorage, image_key
+from shared.storage import CONTENT_TYPES, ObjectStorage, image_key
 from worker.providers.base import ResultImage
 
 _EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
@@ -21,11 +21,14 @@ def store_results(
     job_id: str,
     provider: str,
     images: Sequence[ResultImage],
-    storage: LocalStorage,
+    storage: ObjectStorage,
     downloads: httpx.Client,
     max_bytes: int,
 ) -> list[JobImage]:
-    """Store every image under a key derived from the job id (a repeated finish overwrites the same files)."""
+    """Store every image under a key derived from the job id (a repeated finish overwrites the same objects).
+
+    Raises ``StorageUnavailableError`` when the store is down: the caller keeps the job going and tries again.
+    """
     stored = []
     for index, image in enumerate(images):
         data = image.data if image.data is not None else _download(image.url or "", provider, downloads, max_bytes)

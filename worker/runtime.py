@@ -16,7 +16,7 @@ from shared.config import DEFAULT_CHANNEL, Settings
 from shared.db.tables import utcnow
 from shared.errors import ConfigurationError
 from shared.queue import Route
-from shared.storage import LocalStorage
+from shared.storage import ObjectStorage
 from worker.channels import ChannelHealth
 from worker.latency import LatencyBook
 from worker.providers.base import ImageProvider
@@ -39,7 +39,7 @@ class Runtime:
     engine: Engine
     #: each provider's adapter for its default channel (the provider section's own credentials)
     providers: Mapping[str, ImageProvider]
-    storage: LocalStorage
+    storage: ObjectStorage
     sender: Sender
     #: announces a job id that reached a terminal state (Redis pub/sub for sync waiters)
     announce_done: Callable[[str], None]

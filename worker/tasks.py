@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
-from shared.errors import ErrorCode
+from shared.errors import ErrorCode, StorageUnavailableError
 from shared.queue import TaskName
-from worker import pipeline, sweeper, webhooks
+from worker import pipeline, retention, sweeper, webhooks
 from worker.app import app, runtime
 
 log = logging.getLogger(__name__)
@@ -50,3 +50,11 @@ def deliver_webhook(delivery_id: int) -> None:
 @app.task(name=TaskName.SWEEP.value)
 def sweep() -> None:
     sweeper.sweep(rt=runtime())
+
+
+@app.task(name=TaskName.PURGE_EXPIRED.value)
+def purge_expired() -> None:
+    try:
+        retention.purge(rt=runtime())
+    except StorageUnavailableError as exc:  # the next run goes on where this one stopped
+        log.warning("retention run stopped: %s", exc.message)

@@ -26,7 +26,7 @@ from standardwebhooks.webhooks import Webhook
 from shared.db import jobs_repo
 from shared.db.tables import CostEntry, DisabledWebhookEndpoint, Job, JobImage, WebhookDelivery
 from shared.egress import EgressRefusedError
-from shared.files import signed_file_url
+from shared.files import ResultUrls
 from shared.queue import MAX_COUNTDOWN_S
 from shared.views import JobView, job_view
 from shared.webhook_secrets import signing_secrets
@@ -167,19 +167,8 @@ def _disable(session: Session, *, owner: str, url: str, now: datetime) -> None:
 def _payload(
     job: Job, delivery: WebhookDelivery, *, images: Sequence[JobImage], cost: CostEntry | None, rt: Runtime
 ) -> str:
-    settings = rt.settings
-    now = time.time()
-
-    def sign(key: str) -> str:
-        return signed_file_url(
-            base_url=settings.public_base_url,
-            key=key,
-            secret=settings.signing_key.get_secret_value(),
-            ttl_s=settings.file_url_ttl_s,
-            now=now,
-        )
-
-    view = job_view(job, images=images, cost=cost, sign=sign)
+    sign = ResultUrls(rt.settings, rt.storage).signer()
+    view = job_view(job, images=images, cost=cost, sign=sign, results_kept_s=rt.settings.retention.results_s)
     payload = WebhookPayload(type=delivery.event_type, timestamp=job.updated_at.isoformat(), data=view)
     return payload.model_dump_json()
 

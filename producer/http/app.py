@@ -13,6 +13,7 @@ from producer.http import (
     apimodels_routes,
     callbacks_routes,
     cancel_routes,
+    delete_routes,
     edits_routes,
     files,
     kling_routes,
@@ -34,7 +35,7 @@ from shared.errors import ConfigurationError
 from shared.logs import configure_logging
 from shared.provider_modes import log_provider_report
 from shared.queue import TaskSender, make_celery
-from shared.storage import LocalStorage
+from shared.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine=engine,
             sender=TaskSender(make_celery(settings, main="producer")),
             keys=KeyRing(key.get_secret_value() for key in settings.api_keys),
-            storage=LocalStorage(settings.files_dir),
+            storage=open_storage(settings),
             waiter=waiter,
             egress=EgressPolicy.from_lists(hosts=settings.egress.allow_hosts, networks=settings.egress.allow_networks),
         )
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files.router)
     app.include_router(webhook_routes.router)
     app.include_router(cancel_routes.router)
+    app.include_router(delete_routes.router)
     app.include_router(callbacks_routes.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,9 +16,10 @@ from shared.catalog import Catalog
 from shared.config import Settings
 from shared.db import jobs_repo
 from shared.egress import EgressPolicy
-from shared.files import signed_file_url
+from shared.files import ResultUrls
+from shared.inline_inputs import InlineInputs
 from shared.queue import TaskSender
-from shared.storage import LocalStorage
+from shared.storage import ObjectStorage
 from shared.views import JobView, job_view
 
 
@@ -30,7 +30,7 @@ class ApiContext:
     engine: Engine
     sender: TaskSender
     keys: KeyRing
-    storage: LocalStorage
+    storage: ObjectStorage
     waiter: JobWaiter
     #: caller-supplied URLs (callbacks, input images) are checked against it at submit time
     egress: EgressPolicy
@@ -41,13 +41,10 @@ class ApiContext:
             yield session
 
     def sign(self, key: str) -> str:
-        return signed_file_url(
-            base_url=self.settings.public_base_url,
-            key=key,
-            secret=self.settings.signing_key.get_secret_value(),
-            ttl_s=self.settings.file_url_ttl_s,
-            now=time.time(),
-        )
+        return ResultUrls(self.settings, self.storage).signer()(key)
+
+    def inline_inputs(self) -> InlineInputs:
+        return InlineInputs(self.storage, max_chars=self.settings.storage.inline_input_max_chars)
 
     def load_view(self, job_id: str, owner: str) -> JobView:
         """The task object of one of ``owner``'s jobs (``JobNotFoundError`` otherwise)."""
@@ -55,7 +52,7 @@ class ApiContext:
             job = jobs_repo.get_job(session=session, job_id=job_id, owner=owner)
             images = jobs_repo.list_images(session=session, job_id=job_id)
             cost = jobs_repo.get_cost(session=session, job_id=job_id)
-        return job_view(job, images=images, cost=cost, sign=self.sign)
+        return job_view(job, images=images, cost=cost, sign=self.sign, results_kept_s=self.settings.retention.results_s)
 
 
 def api_context(request: Request) -> ApiContext:

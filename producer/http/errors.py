@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import InvalidRequestError, JobNotFoundError
+from shared.errors import InvalidRequestError, JobNotFoundError, StorageUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,9 @@ def describe_failure(exc: Exception) -> Failure:
         return _validation_failure(exc)
     if isinstance(exc, StarletteHTTPException):
         return Failure(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    if isinstance(exc, StorageUnavailableError):
+        log.warning("storage unavailable: %s", exc.message)
+        return Failure(503, "The file store is unavailable; try again.", code="storage_unavailable")
     log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
     return Failure(500, "The server had an error while processing your request.", code="internal_error")
 

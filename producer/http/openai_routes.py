@@ -122,7 +122,13 @@ def _reader(
 def _enqueue(context: ApiContext, payload: ImageRequest, owner: str) -> Enqueued:
     with context.session() as session:
         return enqueue_job(
-            payload, session=session, owner=owner, sender=context.sender, catalog=context.catalog, egress=context.egress
+            payload,
+            session=session,
+            owner=owner,
+            sender=context.sender,
+            catalog=context.catalog,
+            egress=context.egress,
+            inputs=context.inline_inputs(),
         )
 
 

@@ -55,7 +55,13 @@ def enqueue_task(context: ApiContext, request: ImageRequest, owner: str) -> Task
     the existing job as it is now."""
     with context.session() as session:
         enqueued = enqueue_job(
-            request, session=session, owner=owner, sender=context.sender, catalog=context.catalog, egress=context.egress
+            request,
+            session=session,
+            owner=owner,
+            sender=context.sender,
+            catalog=context.catalog,
+            egress=context.egress,
+            inputs=context.inline_inputs(),
         )
     if enqueued.created:
         return Task(job=enqueued.job)  # just inserted: no images to read

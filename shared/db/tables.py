@@ -54,6 +54,7 @@ class Job(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("owner", "external_task_id", name="uq_job_owner_external_task_id"),
         Index("ix_job_status_next_poll_at", "status", "next_poll_at"),
+        Index("ix_job_finished_at", "finished_at"),
     )
 
     id: str = Field(primary_key=True, max_length=32)
@@ -96,6 +97,9 @@ class Job(SQLModel, table=True):
     next_poll_at: datetime | None = _when()
     deadline_at: datetime | None = _when()
     finished_at: datetime | None = _when()
+    #: when retention (or an erasure) deleted the job's result images / its stored input images
+    results_deleted_at: datetime | None = _when()
+    inputs_deleted_at: datetime | None = _when()
 
 
 class JobEvent(SQLModel, table=True):

@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 from producer.enqueue import enqueue_job
 from shared.db import jobs_repo
 from shared.db.tables import CostEntry, Job, JobImage, WebhookDelivery
+from shared.inline_inputs import InlineInputs
 from shared.jobs import ImageRequest
 from tests.conftest import make_settings
 from tests.fakes import Clock, FakeProvider, RecordingSender, make_runtime
@@ -53,7 +54,12 @@ class Harness:
         request = ImageRequest.model_validate({**(base if base is not None else KLING_REQUEST), **fields})
         with self.rt.session() as session:
             enqueued = enqueue_job(
-                request, session=session, owner=OWNER, sender=self.enqueue_sender, now=self.clock.now
+                request,
+                session=session,
+                owner=OWNER,
+                sender=self.enqueue_sender,
+                now=self.clock.now,
+                inputs=InlineInputs(self.rt.storage, max_chars=self.rt.settings.storage.inline_input_max_chars),
             )
         assert enqueued.created
         return enqueued.job.id

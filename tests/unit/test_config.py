@@ -337,10 +337,13 @@ def test_celery_config_routes_every_task_to_its_queue(settings: Settings) -> Non
     assert config["task_routes"] == {
         "imagejobs.deliver_webhook": {"queue": "webhooks"},
         "imagejobs.sweep": {"queue": "maintenance"},
+        "imagejobs.purge_expired": {"queue": "maintenance"},
     }
     assert config["broker_transport_options"]["queue_order_strategy"] == "priority"
     assert config["beat_schedule"]["sweep"]["task"] == TaskName.SWEEP.value
     assert config["beat_schedule"]["sweep"]["schedule"] == settings.sweeper.interval_s
+    assert config["beat_schedule"]["purge-expired"]["task"] == TaskName.PURGE_EXPIRED.value
+    assert config["beat_schedule"]["purge-expired"]["schedule"] == settings.retention.interval_s
 
 
 # -- TaskSender ----------------------------------------------------------------------------------------
@@ -409,3 +412,52 @@ def test_task_sender_refuses_countdowns_above_300_s(celery: _RecordingCelery, se
         send(sender)
 
     assert celery.sent == []
+
+
+# -- storage and retention ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"IMAGEJOBS_STORAGE__URL": "s3://Bad_Bucket"}, "IMAGEJOBS_STORAGE__URL"),
+        ({"IMAGEJOBS_STORAGE__URL": "file://"}, "IMAGEJOBS_STORAGE__URL"),
+        ({"IMAGEJOBS_STORAGE__ENDPOINT_URL": "minio:9000"}, "IMAGEJOBS_STORAGE__ENDPOINT_URL"),
+        ({"IMAGEJOBS_STORAGE__SECRET_ACCESS_KEY": "half-a-pair"}, "IMAGEJOBS_STORAGE"),
+        ({"IMAGEJOBS_STORAGE__URL": "s3://bucket1", "IMAGEJOBS_FILE_URL_TTL_S": "604801"}, "IMAGEJOBS_FILE_URL_TTL_S"),
+        ({"IMAGEJOBS_RETENTION__JOBS_S": "60"}, "IMAGEJOBS_RETENTION"),
+        ({"IMAGEJOBS_RETENTION__BATCH_SIZE": "0"}, "IMAGEJOBS_RETENTION__BATCH_SIZE"),
+    ],
+)
+def test_bad_storage_and_retention_settings_are_named(
+    env: pytest.MonkeyPatch, variables: dict[str, str], named: str
+) -> None:
+    for name, value in variables.items():
+        env.setenv(name, value)
+
+    message = _config_error()
+
+    assert named in message
+    assert "half-a-pair" not in message
+
+
+def test_storage_defaults_to_the_files_dir_and_s3_settings_are_read(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env.setenv("IMAGEJOBS_FILES_DIR", str(tmp_path))
+    assert load_settings().storage.url == f"file://{tmp_path}"
+
+    env.setenv("IMAGEJOBS_STORAGE__URL", "s3://images-bucket/prod/")
+    env.setenv("IMAGEJOBS_STORAGE__ENDPOINT_URL", "https://abc.r2.cloudflarestorage.com/")
+    env.setenv("IMAGEJOBS_STORAGE__REGION", "auto")
+    env.setenv("IMAGEJOBS_STORAGE__ACCESS_KEY_ID", "AKIAEXAMPLE")
+    env.setenv("IMAGEJOBS_STORAGE__SECRET_ACCESS_KEY", "s3-secret-value")
+    env.setenv("IMAGEJOBS_STORAGE__PRESIGN", "false")
+    storage = load_settings().storage
+
+    assert (storage.url, storage.endpoint_url, storage.region, storage.presign) == (
+        "s3://images-bucket/prod",
+        "https://abc.r2.cloudflarestorage.com",
+        "auto",
+        False,
+    )
+    assert storage.is_s3()
+    assert "s3-secret-value" not in repr(load_settings())
