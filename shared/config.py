@@ -37,6 +37,8 @@ class CelerySettings(BaseModel):
     task_events: bool = True
     #: a stopping worker gives running tasks this long before its cold shutdown restores what it holds
     soft_shutdown_timeout_s: float = Field(default=20.0, ge=0, le=300)
+    #: a file the worker touches while it consumes (``python -m worker.liveness`` probes it); unset: none
+    heartbeat_file: Path | None = None
 
     @model_validator(mode="after")
     def _limits_are_ordered(self) -> Self:
