@@ -198,7 +198,7 @@ class ChaosBroker:
 
 def _amqp_ready(connection: Connection, queue: str) -> int:
     """Ready messages of one RabbitMQ queue (a passive declare; a queue not declared yet holds none)."""
-    channel = connection.channel()
+    channel: Any = connection.channel()
     try:
         _, ready, _ = channel.queue_declare(queue=queue, passive=True)
         return int(ready)
