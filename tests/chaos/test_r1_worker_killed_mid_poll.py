@@ -1,10 +1,12 @@
 """R1: a worker SIGKILLed while it holds ≥ 50 poll chains loses no job, bills none twice, notifies each once.
 
 50 Kling jobs with a callback URL (upstream latency 7–9 s) are accepted. Once every job is ``running`` and the
-worker has taken every submit and poll message off the queues (the poll countdowns sit unacked in its memory,
-not due back before ``visibility_timeout`` = 600 s), its process group is SIGKILLed. A new worker and beat
-start; the sweeper finds the overdue poll chains in the database and restarts them, so every job ends within
-the sweeper bound (``poll_overdue_s`` + ``interval_s`` after the chain's due time, plus a poll or two).
+worker has taken every submit and poll message off the queues (the poll countdowns sit unacked in its memory),
+its process group is SIGKILLed. A new worker and beat start. On Redis the held messages are not due back
+before ``visibility_timeout`` (600 s): the sweeper finds the overdue poll chains in the database and restarts
+them, so every job ends within the sweeper bound (``poll_overdue_s`` + ``interval_s`` after the chain's due
+time, plus a poll or two). On RabbitMQ the broker redelivers the held messages as soon as the dead worker's
+connection closes. Runs on both brokers (``BROKERS``).
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 Worker A takes every job's poll countdown off the queue (unacked, in its memory). It is then stopped with
 SIGTERM, as a container runtime or systemd does: a warm shutdown, or (``REMAP_SIGTERM=SIGQUIT``) a soft
-shutdown — running tasks get ``soft_shutdown_timeout_s``, then a cold shutdown. Either way kombu restores the
-unacknowledged messages on channel close (its log says "Restoring N unacknowledged message(s)"), so every
-running job has its poll message back in Redis before worker B starts. B runs WITHOUT beat: no sweeper can be
-what rescues the jobs.
+shutdown — running tasks get ``soft_shutdown_timeout_s``, then a cold shutdown. Either way the unacknowledged
+messages go back on channel close: on Redis kombu restores them itself (its log says "Restoring N
+unacknowledged message(s)"), on RabbitMQ the broker requeues them. So every running job has its poll message
+back in the broker before worker B starts. B runs WITHOUT beat: no sweeper can be what rescues the jobs.
+Runs on both brokers (``BROKERS``).
 """
 
 from __future__ import annotations

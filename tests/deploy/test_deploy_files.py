@@ -124,11 +124,14 @@ def test_the_image_runs_as_a_user_that_owns_what_it_writes() -> None:
     assert user is not None and user.group(1) != "0"
     assert re.search(rf"useradd --uid {user.group(1)}\b", dockerfile)
     assert "chown -R imagejobs:imagejobs /app/var" in dockerfile
-    # every path a compose service writes is under that directory (mounted as the app volume)
+    # every path a compose service writes is under that directory, and no app service shares it with another
+    # (two workers touching one heartbeat file would hide a dead one)
     for name, service in compose()["services"].items():
-        command = " ".join(service.get("command") or [])
+        command = " ".join([*(service.get("command") or []), *map(str, (service.get("environment") or {}).values())])
         for path in re.findall(r"(/app/[\w./-]+)", command):
             assert path.startswith("/app/var/"), (name, path)
+        if service.get("image") == "imagejobs:local":
+            assert not any(str(volume).split(":")[1].startswith("/app") for volume in service.get("volumes", [])), name
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -328,3 +331,19 @@ def test_the_setting_check_itself_tells_settings_from_typos() -> None:
     assert not _is_setting("IMAGEJOBS_REDIS_URLS")
     assert not _is_setting("IMAGEJOBS_KLING__ACCESSKEY")
     assert not _is_setting("IMAGEJOBS_REDIS_URL__X")
+
+
+def test_read_only_containers_run_as_the_images_user_with_a_writable_tmp_and_var() -> None:
+    dockerfile_user = re.search(r"^USER (\d+)", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
+    assert dockerfile_user is not None
+    for objects_of_kind in (of_kind(WITH_EMULATOR, "Deployment"), of_kind(BASE, "Job")):
+        for name, workload in objects_of_kind.items():
+            assert pod_spec(workload)["securityContext"]["runAsUser"] == int(dockerfile_user.group(1)), name
+            for container in containers(workload):
+                if container["securityContext"].get("readOnlyRootFilesystem"):
+                    mounts = {mount["mountPath"] for mount in container.get("volumeMounts", [])}
+                    # uploads spool to /tmp (python-multipart); beat, heartbeat and local files go to /app/var
+                    assert "/tmp" in mounts, name
+                    command = " ".join(container["command"])
+                    if "/app/var" in command or name.startswith("imagejobs-worker"):
+                        assert "/app/var" in mounts, name
