@@ -95,6 +95,7 @@ def test_a_bad_broker_url_is_named(monkeypatch: pytest.MonkeyPatch, bad_url: str
 ENTRY_POINTS = {
     "api": python_command("-m", "uvicorn", "--factory", "producer.http.app:create_app", "--port", "9"),
     "worker": python_command("-m", "celery", "-A", "worker.app", "worker", "--pool", "threads"),
+    "migrate": python_command("-m", "producer.cli", "migrate"),
 }
 
 
