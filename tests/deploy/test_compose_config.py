@@ -57,6 +57,12 @@ def test_compose_resolves_with_every_secret_given(tmp_path: Path) -> None:
         assert environment["IMAGEJOBS_REDIS_URL"] == "redis://:test-redis_password@redis:6379/0"
         assert environment["IMAGEJOBS_STORAGE__URL"] == "s3://imagejobs/results"
     assert services["flower"]["environment"]["IMAGEJOBS_FLOWER_PASSWORD"] == "test-imagejobs_flower_password"
+    for name in ("worker-async", "worker-sync", "worker-webhooks"):
+        worker = services[name]
+        heartbeat = worker["environment"]["IMAGEJOBS_CELERY__HEARTBEAT_FILE"]
+        assert worker["environment"]["REMAP_SIGTERM"] == "SIGQUIT", name
+        assert worker["healthcheck"]["test"][1:5] == ["python", "-m", "worker.liveness", heartbeat], name
+        assert "-Q" in worker["command"], name
 
 
 def test_the_emulator_profile_adds_the_emulator(tmp_path: Path) -> None:
