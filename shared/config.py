@@ -16,6 +16,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -48,6 +49,8 @@ class CelerySettings(BaseModel):
     task_events: bool = True
     #: a stopping worker gives running tasks this long before its cold shutdown restores what it holds
     soft_shutdown_timeout_s: float = Field(default=20.0, ge=0, le=300)
+    #: a file the worker touches while it consumes (``python -m worker.liveness`` probes it); unset: none
+    heartbeat_file: Path | None = None
 
     @model_validator(mode="after")
     def _limits_are_ordered(self) -> Self:
@@ -410,6 +413,31 @@ EMULATOR_API_KEYS: dict[str, str] = {
 }
 
 
+BrokerKind = Literal["redis", "amqp"]
+
+#: kombu transport names per broker kind (https://docs.celeryq.dev/projects/kombu/en/stable/userguide/connections.html)
+BROKER_SCHEMES: dict[str, BrokerKind] = {
+    "redis": "redis",
+    "rediss": "redis",
+    "amqp": "amqp",
+    "amqps": "amqp",
+    "pyamqp": "amqp",
+}
+
+
+def broker_kind_of(url: str) -> BrokerKind:
+    """Which broker a URL names; anything but a redis(s):// or amqp(s):// URL with a host is refused."""
+    parts = urlsplit(url)
+    kind = BROKER_SCHEMES.get(parts.scheme.lower())
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        kind = None
+    if kind is None or not parts.hostname:
+        raise ValueError("must be a redis://, rediss://, amqp:// or amqps:// URL with a host")
+    return kind
+
+
 class Settings(BaseSettings):
     """Every setting of every process."""
 
@@ -418,6 +446,8 @@ class Settings(BaseSettings):
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: where Celery messages go: Redis (the default: ``redis_url``) or RabbitMQ (``amqp://user:pass@host:5672/vhost``)
+    broker_url: str | None = None
     database_url: str = "sqlite:///var/imagejobs.db"
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(min_length=1)
     signing_key: SecretStr = Field(min_length=16)
@@ -472,6 +502,13 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        if value is not None:
+            broker_kind_of(value)
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database_scheme(cls, value: str) -> str:
@@ -514,6 +551,13 @@ class Settings(BaseSettings):
         if value is not None and (len(value.get_secret_value()) < 8 or "," in value.get_secret_value()):
             raise ValueError("must have at least 8 characters and no comma")
         return value
+
+    def broker(self) -> str:
+        """The Celery broker URL: ``broker_url`` when set, else the Redis URL."""
+        return self.broker_url or self.redis_url
+
+    def broker_kind(self) -> BrokerKind:
+        return broker_kind_of(self.broker_url) if self.broker_url else "redis"
 
     def flower_basic_auth(self) -> str | None:
         """``user:password`` for Flower's ``--basic-auth`` / ``FLOWER_BASIC_AUTH``; None without a password."""
@@ -561,8 +605,11 @@ def _describe(loc: tuple[int | str, ...], message: str) -> str:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (read once). A bad value ends the starting process with one line naming the
-    variable, not a traceback."""
+    """The process-wide settings (read once); bad ones stop the process with one line naming the variable.
+
+    Every process entry point (API factory, ``celery -A worker.app``, Flower, the CLI) reads its settings here, so
+    a bad value never surfaces as a traceback: ``SystemExit`` with a message prints it to stderr and exits 1.
+    """
     try:
         return load_settings()
     except ConfigurationError as exc:

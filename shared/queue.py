@@ -8,11 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
 
 from celery import Celery
 from kombu import Exchange, Queue
 
-from shared.config import Settings
+from shared.config import BROKER_SCHEMES, BrokerKind, Settings
 from shared.jobs import Priority
 
 #: Redis pub/sub channel on which workers announce job ids that reached a terminal state
@@ -26,6 +27,16 @@ PROVIDER_NAMES: Final[tuple[str, ...]] = ("kling", "openai", "gemini", "ark", "b
 
 #: Redis transport priorities: 0 is served first (kombu keeps one list per step and reads them in order)
 PRIORITY_LEVELS: Final[dict[Priority, int]] = {Priority.HIGH: 0, Priority.NORMAL: 3, Priority.LOW: 6}
+
+#: RabbitMQ priorities are the other way round, the highest is served first, up to the queue's ``x-max-priority``
+#: (few levels: each costs the broker memory; https://www.rabbitmq.com/docs/priority)
+AMQP_PRIORITY_LEVELS: Final[dict[Priority, int]] = {Priority.HIGH: 2, Priority.NORMAL: 1, Priority.LOW: 0}
+AMQP_MAX_PRIORITY: Final = max(AMQP_PRIORITY_LEVELS.values())
+
+
+def priority_levels(kind: BrokerKind) -> dict[Priority, int]:
+    """The message priority each of our priorities is sent with on this broker."""
+    return AMQP_PRIORITY_LEVELS if kind == "amqp" else PRIORITY_LEVELS
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +90,10 @@ TASK_QUEUES: Final[dict[TaskName, QueueName]] = {
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration every process uses (the same timings everywhere)."""
     timings = settings.celery
-    transport = {
-        "visibility_timeout": timings.visibility_timeout_s,
-        "queue_order_strategy": "priority",
-        "priority_steps": sorted(PRIORITY_LEVELS.values()),
-        "health_check_interval": 25,
-        "socket_keepalive": True,
-        "socket_connect_timeout": 5,
-    }
+    kind = settings.broker_kind()
     return {
-        "broker_url": settings.redis_url,
-        "broker_transport_options": transport,
+        "broker_url": settings.broker(),
+        "broker_transport_options": transport_options(kind, settings),
         "result_backend_transport_options": {"visibility_timeout": timings.visibility_timeout_s},
         "visibility_timeout": timings.visibility_timeout_s,
         "broker_connection_retry_on_startup": True,
@@ -111,7 +115,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": timings.task_events,
         "task_send_sent_event": timings.task_events,
-        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in all_queue_names()],
+        "task_queues": declared_queues(kind),
         "task_default_queue": QueueName.MAINTENANCE.value,
         # submit and poll messages name their provider's queue when sent (``Route``); the rest route by name
         "task_routes": {
@@ -134,6 +138,33 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def transport_options(kind: BrokerKind, settings: Settings) -> dict[str, Any]:
+    """kombu's options for the broker in use.
+
+    Redis: a message taken but not acknowledged returns after ``visibility_timeout`` (and is held in an
+    ``unacked`` hash meanwhile). RabbitMQ has no visibility timeout: an unacknowledged message returns as soon as
+    the consumer's channel closes (a killed worker's TCP connection drops), and publisher confirms make a
+    send return only once the broker has the message
+    (https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/rabbitmq.html).
+    """
+    if kind == "amqp":
+        return {"confirm_publish": True, "connect_timeout": 5}
+    return {
+        "visibility_timeout": settings.celery.visibility_timeout_s,
+        "queue_order_strategy": "priority",
+        "priority_steps": sorted(PRIORITY_LEVELS.values()),
+        "health_check_interval": 25,
+        "socket_keepalive": True,
+        "socket_connect_timeout": 5,
+    }
+
+
+def declared_queues(kind: BrokerKind) -> list[Queue]:
+    """Every queue, each on its own direct exchange; on RabbitMQ declared as priority queues."""
+    arguments = {"x-max-priority": AMQP_MAX_PRIORITY} if kind == "amqp" else None
+    return [Queue(name, Exchange(name), routing_key=name, queue_arguments=arguments) for name in all_queue_names()]
+
+
 def all_queue_names() -> list[str]:
     """The webhook and maintenance queues, plus a submit and a poll queue per provider."""
     per_provider = [
@@ -154,6 +185,9 @@ class TaskSender:
 
     def __init__(self, celery: Celery) -> None:
         self._celery = celery
+        # the app's broker (not Settings): a test or tool may bind an app to another broker
+        scheme = urlsplit(str(celery.conf.broker_url)).scheme
+        self._levels = priority_levels(BROKER_SCHEMES.get(scheme, "redis"))
 
     def submit(self, job_id: str, *, route: Route, countdown_s: float = 0) -> None:
         self._send(TaskName.SUBMIT_JOB, (job_id,), countdown_s, route=route)
@@ -169,5 +203,5 @@ class TaskSender:
             raise ValueError(f"countdown {countdown_s}s exceeds {MAX_COUNTDOWN_S}s; long waits belong to the sweeper")
         countdown = countdown_s if countdown_s > 0 else None
         queue = route.queue(name) if route is not None else TASK_QUEUES[name].value
-        priority = PRIORITY_LEVELS[route.priority] if route is not None else PRIORITY_LEVELS[Priority.NORMAL]
+        priority = self._levels[route.priority if route is not None else Priority.NORMAL]
         self._celery.send_task(name.value, args=args, queue=queue, countdown=countdown, priority=priority)

@@ -1,14 +1,19 @@
-"""Fixtures shared by every layer: real Redis and PostgreSQL when asked for, test settings, the emulator."""
+"""Fixtures shared by every layer: real Redis, PostgreSQL and RabbitMQ when asked for, test settings, the emulator."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from amqp.exceptions import AMQPError
+from kombu import Connection
+from kombu.exceptions import OperationalError
 from redis import Redis
 
 from producer.localstack import start_private_redis
@@ -29,6 +34,8 @@ from tests.support import (
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_ADMIN_URL = os.environ.get("IMAGEJOBS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+#: the machine's RabbitMQ (guest may only log in from loopback); tests use a vhost of their own, never "/"
+RABBITMQ_URL = os.environ.get("IMAGEJOBS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
 
 
 def make_settings(**overrides: object) -> Settings:
@@ -101,6 +108,45 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     yield url
     with psycopg.connect(postgres_server_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def _rabbitmq_available() -> str | None:
+    """None when the broker answers AMQP on ``RABBITMQ_URL`` and ``rabbitmqctl`` can manage it, else why not."""
+    if shutil.which("rabbitmqctl") is None:
+        return "rabbitmqctl is not installed"
+    try:
+        with Connection(f"{RABBITMQ_URL}/", connect_timeout=3) as connection:
+            connection.connect()
+    except (OSError, AMQPError, OperationalError) as exc:
+        return f"{RABBITMQ_URL} does not answer ({exc})"
+    done = _rabbitmqctl("list_vhosts")
+    return None if done.returncode == 0 else f"rabbitmqctl cannot reach the node: {done.stderr.strip()[:200]}"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server_url() -> str:
+    if (problem := _rabbitmq_available()) is not None:
+        if IN_CI:
+            pytest.fail(f"RabbitMQ is required under CI=true but {problem}")
+        pytest.skip(f"RabbitMQ is not available: {problem} (set IMAGEJOBS_TEST_RABBITMQ_URL)")
+    return RABBITMQ_URL
+
+
+@pytest.fixture
+def rabbitmq_url(rabbitmq_server_url: str) -> Iterator[str]:
+    """An ``amqp://`` URL of a vhost made for this test (guest may use it), deleted with its queues afterwards."""
+    vhost = f"imagejobs-test-{uuid.uuid4().hex[:12]}"
+    for args in (("add_vhost", vhost), ("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
+        done = _rabbitmqctl(*args)
+        assert done.returncode == 0, f"rabbitmqctl {' '.join(args)}: {done.stderr}"
+    try:
+        yield f"{rabbitmq_server_url}/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.fixture

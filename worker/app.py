@@ -26,6 +26,7 @@ from worker import kombu_workarounds
 from worker.channels import ChannelHealth
 from worker.inputs import HttpImageLoader
 from worker.latency import LatencyBook, RedisCompletions
+from worker.liveness import heartbeat_step
 from worker.providers.registry import build_providers, split_default
 from worker.runtime import Runtime
 from worker.upstream_limits import UpstreamLimits
@@ -41,6 +42,8 @@ configure_logging()
 kombu_workarounds.apply()  # the worker must survive a Redis restart (see the module)
 app: Celery = make_celery(settings, main="worker")
 app.conf.include = ["worker.tasks"]
+if settings.celery.heartbeat_file is not None:  # the liveness probe's signal (see worker/liveness.py)
+    app.steps["consumer"].add(heartbeat_step(settings.celery.heartbeat_file))
 
 
 @signals.worker_init.connect

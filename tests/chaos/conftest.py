@@ -1,5 +1,6 @@
-"""Chaos fixtures: a private redis-server per test that may be killed and restarted, our processes against it,
-an in-process producer, and the suite's summary line.
+"""Chaos fixtures: a private redis-server per test that may be killed and restarted, the Celery broker (that
+Redis, or a RabbitMQ vhost of the test's own), our processes against them, an in-process producer, and the
+suite's summary line.
 
 Everything the chaos tests break is theirs: each test starts its own ``redis-server`` (AOF everysec, files in
 the test's temp dir, a spare port) and its own worker/beat/API subprocesses, and kills only those, by their
@@ -13,12 +14,15 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from amqp.exceptions import NotFound
+from kombu import Connection
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlmodel import Session
@@ -28,10 +32,11 @@ from producer.keys import owner_id
 from producer.localstack import start_private_redis
 from shared.egress import EgressPolicy
 from shared.jobs import ImageRequest
-from shared.queue import TaskSender, make_celery
+from shared.queue import QueueName, TaskSender, all_queue_names, make_celery
 from tests.conftest import make_settings
 from tests.integration.harness import (
     Emulator,
+    Processes,
     ProcessesFactory,
     Rows,
     emulator,
@@ -40,7 +45,7 @@ from tests.integration.harness import (
     rows_for,
     webhook_receiver,
 )
-from tests.support import API_KEY, free_port
+from tests.support import API_KEY, free_port, queued_count, wait_until
 
 __all__ = ["emulator", "files_dir", "rows_for", "webhook_receiver"]
 
@@ -163,7 +168,80 @@ def chaos_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Our processes against the private Redis
+# The Celery broker: the private Redis (default) or a RabbitMQ vhost of the test's own
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChaosBroker:
+    """Where the test's Celery messages go, and how many wait (ready, not taken by a worker) in a queue family."""
+
+    kind: str
+    url: str
+
+    def queued(self, queue: str) -> int:
+        """Messages ready in every queue named ``queue`` or ``queue.<provider>`` (on Redis: every priority step)."""
+        if self.kind == "redis":
+            redis = Redis.from_url(self.url)
+            try:
+                return queued_count(redis, queue)
+            finally:
+                redis.close()
+        names = [name for name in all_queue_names() if name == queue or name.startswith(f"{queue}.")]
+        with Connection(self.url, connect_timeout=5) as connection:
+            return sum(_amqp_ready(connection, name) for name in names)
+
+    def env(self) -> dict[str, str]:
+        """What our processes need to use this broker (Redis stays: limits, channel health, the done channel)."""
+        return {"IMAGEJOBS_BROKER_URL": self.url} if self.kind == "amqp" else {}
+
+
+def _amqp_ready(connection: Connection, queue: str) -> int:
+    """Ready messages of one RabbitMQ queue (a passive declare; a queue not declared yet holds none)."""
+    channel: Any = connection.channel()
+    try:
+        _, ready, _ = channel.queue_declare(queue=queue, passive=True)
+        return int(ready)
+    except NotFound:
+        return 0
+    finally:
+        with suppress(Exception):  # a NotFound already closed the channel on the broker's side
+            channel.close()
+
+
+@pytest.fixture
+def chaos_broker(request: pytest.FixtureRequest, chaos_redis: PrivateRedis) -> ChaosBroker:
+    """The private Redis, unless the test parametrizes it (``indirect``) as ``"rabbitmq"``: a vhost of its own."""
+    kind = getattr(request, "param", "redis")
+    if kind == "rabbitmq":
+        return ChaosBroker(kind="amqp", url=request.getfixturevalue("rabbitmq_url"))
+    return ChaosBroker(kind="redis", url=chaos_redis.url)
+
+
+#: ``@BROKERS`` on a chaos test runs it once per broker (RabbitMQ skips locally when absent, fails under CI=true)
+BROKERS = pytest.mark.parametrize(
+    "chaos_broker", ["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)], indirect=True
+)
+
+
+def wait_for_the_worker_to_hold_every_poll(
+    rows: Rows, broker: ChaosBroker, job_ids: Sequence[str], *, timeout_s: float = 30, what: str = "all jobs running"
+) -> None:
+    """Waits until every job is ``running`` with a poll due and the worker has taken every submit and poll
+    message off the broker's queues (the countdowns sit unacked in its memory)."""
+
+    def held() -> bool:
+        jobs = rows.jobs(job_ids)
+        running = all(job.status == "running" and job.next_poll_at is not None for job in jobs)
+        if len(jobs) != len(job_ids) or not running:
+            return False
+        return broker.queued(QueueName.SUBMIT.value) + broker.queued(QueueName.POLL.value) == 0
+
+    wait_until(held, timeout_s=timeout_s, interval_s=0.2, what=what)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Our processes against the private Redis (and the broker)
 # ---------------------------------------------------------------------------------------------------
 
 ChaosProcesses = ProcessesFactory
@@ -171,15 +249,19 @@ ChaosProcesses = ProcessesFactory
 
 @pytest.fixture
 def chaos_processes(
-    tmp_path: Path, chaos_redis: PrivateRedis, files_dir: Path, emulator: Emulator
+    tmp_path: Path, chaos_redis: PrivateRedis, chaos_broker: ChaosBroker, files_dir: Path, emulator: Emulator
 ) -> Iterator[ChaosProcesses]:
-    """``chaos_processes(database_url, **extra_env)`` → a ``Processes`` bound to the private Redis.
+    """``chaos_processes(database_url, **extra_env)`` → a ``Processes`` bound to the private Redis and the broker.
 
     Children are stopped at teardown (each by its own process group) and their log tails printed (pytest
     shows them when the test fails).
     """
     with processes_factory(tmp_path, redis_url=chaos_redis.url, files_dir=files_dir, emulator=emulator) as make:
-        yield make
+
+        def make_on_broker(database_url: str, **extra_env: str) -> Processes:
+            return make(database_url, **{**chaos_broker.env(), **extra_env})
+
+        yield make_on_broker
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -207,12 +289,15 @@ class Producer:
 
 
 @pytest.fixture
-def producer_for(chaos_redis: PrivateRedis, files_dir: Path) -> Iterator[Callable[[Rows, str], Producer]]:
-    """``producer_for(rows, database_url)`` → a ``Producer`` publishing to the private Redis."""
+def producer_for(
+    chaos_redis: PrivateRedis, chaos_broker: ChaosBroker, files_dir: Path
+) -> Iterator[Callable[[Rows, str], Producer]]:
+    """``producer_for(rows, database_url)`` → a ``Producer`` publishing to the test's broker."""
     made: list[Producer] = []
 
     def make(rows: Rows, database_url: str) -> Producer:
-        settings = make_settings(redis_url=chaos_redis.url, database_url=database_url, files_dir=files_dir)
+        broker = {"broker_url": chaos_broker.url} if chaos_broker.kind == "amqp" else {}
+        settings = make_settings(redis_url=chaos_redis.url, database_url=database_url, files_dir=files_dir, **broker)
         celery = make_celery(settings, main="chaos-producer")
         producer = Producer(rows=rows, sender=TaskSender(celery), close=celery.close)
         made.append(producer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -352,8 +353,9 @@ def test_celery_config_routes_every_task_to_its_queue(settings: Settings) -> Non
 class _RecordingCelery:
     """Just enough of ``celery.Celery`` for ``TaskSender``: records ``send_task`` calls, connects nowhere."""
 
-    def __init__(self) -> None:
+    def __init__(self, broker_url: str = "redis://127.0.0.1:6379/0") -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.conf = SimpleNamespace(broker_url=broker_url)
 
     def send_task(self, name: str, **options: Any) -> None:
         self.sent.append((name, options))
