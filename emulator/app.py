@@ -14,14 +14,14 @@ import os
 
 from fastapi import FastAPI, Request, Response
 
-from emulator.ark import ArkEmulator
-from emulator.bfl import RESULT_TTL_S, BflEmulator
+from emulator.ark.routes import ArkEmulator
+from emulator.bfl.routes import RESULT_TTL_S, BflEmulator
 from emulator.callbacks import CallbackSender
-from emulator.gemini import GeminiEmulator
-from emulator.kling import PATH, KlingEmulator
+from emulator.gemini.routes import GeminiEmulator
+from emulator.kling.routes import PATH, KlingEmulator
 from emulator.knobs import Knobs, build_knobs_router
-from emulator.openai_images import OpenAIEmulator
-from emulator.relay import RelayEmulator
+from emulator.openai.images import OpenAIEmulator
+from emulator.relay.routes import RelayEmulator
 
 DEFAULT_KLING_ACCESS_KEY = "emulator-ak"
 DEFAULT_KLING_SECRET_KEY = "emulator-kling-secret-key-local-only"

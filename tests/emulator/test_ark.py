@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from emulator.app import create_app
-from emulator.ark import URL_TTL_S, ArkEmulator
+from emulator.ark.routes import URL_TTL_S, ArkEmulator
 from emulator.knobs import Knobs
 
 PATH = "/ark/api/v3/images/generations"

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from emulator.app import create_app
-from emulator.bfl import BflEmulator
+from emulator.bfl.routes import BflEmulator
 from emulator.knobs import Knobs
 from emulator.markers import GARBAGE_HTML
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from emulator.app import create_app
-from emulator.bfl_callbacks import SIGNATURE_HEADER
+from emulator.bfl.callbacks import SIGNATURE_HEADER
 from tests.emulator.test_kling_callbacks import Receiver
 
 KEY = "test-bfl-key"

@@ -8,7 +8,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from emulator.kling_auth import check_kling_auth
+from emulator.kling.auth import check_kling_auth
 
 TokenFactory = Callable[..., str]
 BODY = {"prompt": "a lighthouse"}

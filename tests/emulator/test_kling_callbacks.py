@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from emulator.callbacks import CallbackSender
-from emulator.kling_tasks import FAILED, PROCESSING, SUBMITTED, SUCCEED
+from emulator.kling.tasks import FAILED, PROCESSING, SUBMITTED, SUCCEED
 from emulator.knobs import CallbackKnobs, Knobs
 
 PATH = "/v1/images/generations"

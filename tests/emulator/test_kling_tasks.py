@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from emulator.kling_params import parse_submit
-from emulator.kling_tasks import FAILED, PROCESSING, SUBMITTED, SUCCEED, KlingTask
+from emulator.kling.params import parse_submit
+from emulator.kling.tasks import FAILED, PROCESSING, SUBMITTED, SUCCEED, KlingTask
 
 PATH = "/v1/images/generations"
 Decode = Callable[[bytes | str], Image.Image]

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from emulator.app import create_app
-from emulator.kling import KlingEmulator
+from emulator.kling.routes import KlingEmulator
 from shared.catalog import load_catalog, validate_request
 from shared.errors import (
     ContentPolicyError,

@@ -14,7 +14,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from emulator.bfl_tasks import ERROR, READY, BflTask
+from emulator.bfl.tasks import ERROR, READY, BflTask
 from emulator.callbacks import CallbackSender, Signer
 from emulator.knobs import CallbackKnobs
 

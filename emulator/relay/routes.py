@@ -1,6 +1,6 @@
 """The relay dialect: another OpenAI-compatible gateway (``/v1/images/generations``, ``/v1/images/edits``).
 
-It is the OpenAI dialect (emulator/openai_images.py: same parameters, answers, errors and markers) with its
+It is the OpenAI dialect (emulator/openai/images.py: same parameters, answers, errors and markers) with its
 own API key, its own knobs section (``relay``: latency and rates) and its own counters (``stats["relay"]``).
 The OpenAI code is reused as is, seeing the shared knobs through ``RelayKnobs``, whose ``openai`` sections
 are the relay's; knobs only the OpenAI section has (DALL·E's lifecycle) are shared with it.
@@ -15,7 +15,7 @@ import random
 from fastapi import APIRouter
 
 from emulator.knobs import EmulatorConfig, Knobs, Stats
-from emulator.openai_images import OpenAIEmulator
+from emulator.openai.images import OpenAIEmulator
 
 
 class RelayKnobs(Knobs):

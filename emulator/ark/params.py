@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from emulator.ark_images import ArkImageError, check_reference_image
+from emulator.ark.images import ArkImageError, check_reference_image
 
 MAX_REFERENCE_IMAGES = 14
 MAX_GROUP = 15  # reference images + generated images

@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from emulator.ark_params import ArkImageRequest, ArkParamError, parse_image_request
+from emulator.ark.params import ArkImageRequest, ArkParamError, parse_image_request
 from emulator.faults import front_door, generation_time
 from emulator.knobs import Knobs
 from emulator.markers import Markers, parse_markers

@@ -25,13 +25,17 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from emulator import kling_callbacks, kling_expand, kling_multi_image, kling_omni, kling_try_on
 from emulator.broken_answers import broken_answer
 from emulator.callbacks import CallbackSender
 from emulator.faults import generation_time
-from emulator.kling_auth import check_kling_auth
-from emulator.kling_params import KlingImageRequest, KlingParamError, parse_submit
-from emulator.kling_tasks import (
+from emulator.kling import callbacks as kling_callbacks
+from emulator.kling import expand as kling_expand
+from emulator.kling import multi_image as kling_multi_image
+from emulator.kling import omni as kling_omni
+from emulator.kling import try_on as kling_try_on
+from emulator.kling.auth import check_kling_auth
+from emulator.kling.params import KlingImageRequest, KlingParamError, parse_submit
+from emulator.kling.tasks import (
     FAILED,
     SUCCEED,
     ConcurrencyExceededError,

@@ -15,7 +15,7 @@ from fastapi import Request
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 
-from emulator.openai_params import DALL_E_2, OpenAIImageRequest, OpenAIParamError
+from emulator.openai.params import DALL_E_2, OpenAIImageRequest, OpenAIParamError
 
 _INT_FIELDS = ("n", "output_compression", "partial_images")
 _MB = 1024 * 1024

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.kling_params import KlingImageRequest, KlingParamError, check_image, choice, string
+from emulator.kling.params import KlingImageRequest, KlingParamError, check_image, choice, string
 
 ENDPOINT = "kolors-virtual-try-on"
 MODELS = ("kolors-virtual-try-on-v1", "kolors-virtual-try-on-v1-5")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.kling_params import (
+from emulator.kling.params import (
     ASPECT_RATIOS,
     MAX_PROMPT,
     KlingImageRequest,

@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 
-from emulator.kling_params import KlingImageRequest
+from emulator.kling.params import KlingImageRequest
 
 SUBMITTED = "submitted"
 PROCESSING = "processing"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from emulator.kling_params import (
+from emulator.kling.params import (
     ASPECT_RATIOS,
     MAX_PROMPT,
     KlingImageRequest,

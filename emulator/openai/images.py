@@ -30,8 +30,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from emulator.faults import front_door, generation_time
 from emulator.knobs import Knobs
 from emulator.markers import Markers, parse_markers
-from emulator.openai_edits import check_edit_files, read_edit_form
-from emulator.openai_params import (
+from emulator.openai.edits import check_edit_files, read_edit_form
+from emulator.openai.params import (
     DALL_E_2,
     DALL_E_3,
     OpenAIImageRequest,

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from emulator.bfl_params import BflRequest
+from emulator.bfl.params import BflRequest
 
 PENDING: Final = "Pending"
 READY: Final = "Ready"

@@ -28,9 +28,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from emulator import bfl_callbacks
-from emulator.bfl_params import ENDPOINTS, BflParamError, BflRequest, parse_submit
-from emulator.bfl_tasks import (
+from emulator.bfl import callbacks as bfl_callbacks
+from emulator.bfl.params import ENDPOINTS, BflParamError, BflRequest, parse_submit
+from emulator.bfl.tasks import (
     ERROR,
     READY,
     REQUEST_MODERATED,

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.kling_params import MAX_PROMPT, KlingImageRequest, KlingParamError, check_image, count, number, string
+from emulator.kling.params import (
+    MAX_PROMPT,
+    KlingImageRequest,
+    KlingParamError,
+    check_image,
+    count,
+    number,
+    string,
+)
 
 ENDPOINT = "expand"
 SIDES = ("up", "down", "left", "right")

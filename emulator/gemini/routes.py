@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from emulator.faults import front_door, generation_time
-from emulator.gemini_params import GeminiImageRequest, GeminiParamError, parse_generate_request
+from emulator.gemini.params import GeminiImageRequest, GeminiParamError, parse_generate_request
 from emulator.knobs import Knobs
 from emulator.markers import Markers, parse_markers
 from emulator.render import ImageFormat, render_image

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from emulator.callbacks import CallbackSender
-from emulator.kling_tasks import KlingTask
+from emulator.kling.tasks import KlingTask
 from emulator.knobs import CallbackKnobs
 
 #: the task is described this long after its status change (so the change has certainly happened)

@@ -1,0 +1,1 @@
+"""ByteDance Ark's (Seedream) images dialect."""

@@ -1,0 +1,1 @@
+"""Black Forest Labs' dialect: submit, polling_url, webhooks."""

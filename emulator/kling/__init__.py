@@ -1,0 +1,1 @@
+"""Kling's dialect: generations, multi-image, expand, virtual try-on, omni-image, tasks and callbacks."""

@@ -1,0 +1,1 @@
+"""OpenAI Images' dialect: generations and multipart edits."""

@@ -1,0 +1,1 @@
+"""An OpenAI-compatible relay's dialect."""
