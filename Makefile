@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m producer.cli local run
+	$(PY) -m devstack run
 
 test: $(STAMP)
-	$(PY) -m producer.cli local prepare
+	$(PY) -m devstack prepare
 	$(MAKE) lint typecheck pytest
 
 lint: $(STAMP)

@@ -27,7 +27,7 @@ from redis import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from producer.localstack import start_private_redis
+from devstack.services import start_private_redis
 from shared.db.migrate import upgrade
 from tests.support import (
     API_KEY,

@@ -1,24 +1,18 @@
-"""``imagejobs``: the command line (migrate, submit, jobs, show, cost, keys, and the local stack)."""
+"""``imagejobs``: the command line (migrate, submit, jobs, cost, keys)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 
-import httpx
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from producer import keys as api_keys
-from producer import localstack
 from producer.enqueue import enqueue_job
 from producer.keys import owner_id
 from shared.catalog import catalog_for
@@ -44,14 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs.add_argument("--limit", type=int, default=20)
     commands.add_parser("cost", help="total cost per model and currency")
     _add_keys_commands(commands)
-    local = commands.add_parser("local", help="the local stack behind `make run` / `make test`")
-    local.add_argument("action", choices=["run", "prepare"])
     args = parser.parse_args(argv)
-    if args.command == "local":
-        if args.action == "run":
-            return run_local_stack()
-        prepare_local_stack()
-        return 0
     try:
         settings = get_settings()
     except ConfigurationError as exc:  # one line naming the setting, no traceback
@@ -169,71 +156,6 @@ def _describe_key(row: ApiKey) -> str:
     return (
         f"{row.prefix:<16} id={row.id} name={row.name!r} created={row.created_at:%F %T} {revoked} "
         f"rpm={rpm} budget={budget}"
-    )
-
-
-def prepare_local_stack() -> dict[str, str]:
-    """Redis, secrets, migrations; returns the environment the processes run with."""
-    env = dict(os.environ)
-    env.update(localstack.ensure_local_secrets(env))
-    env["IMAGEJOBS_REDIS_URL"] = localstack.ensure_redis(env)
-    env.setdefault("IMAGEJOBS_DATABASE_URL", "sqlite:///var/imagejobs.db")
-    # Procfile commands (uvicorn, celery, python) must come from this environment
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    subprocess.run([sys.executable, "-m", "producer.cli", "migrate"], env=env, check=True)
-    return env
-
-
-def run_local_stack() -> int:
-    env = prepare_local_stack()
-    api = f"http://127.0.0.1:{env.setdefault('IMAGEJOBS_API_PORT', '8000')}"
-    flower = f"http://127.0.0.1:{env.setdefault('IMAGEJOBS_FLOWER_PORT', '5555')}"
-    emulator = f"http://127.0.0.1:{env.setdefault('IMAGEJOBS_EMULATOR_PORT', '9100')}"
-    env.setdefault("IMAGEJOBS_PUBLIC_BASE_URL", api)
-    env.setdefault("IMAGEJOBS_EMULATOR_URL", emulator)
-    # the quick start's webhook receiver demo runs on this machine: allow loopback callbacks here only
-    env.setdefault("IMAGEJOBS_EGRESS__ALLOW_NETWORKS", '["127.0.0.0/8"]')
-    # the emulator can reach the API here, so async upstreams call back instead of being polled
-    env.setdefault("IMAGEJOBS_CALLBACKS__ENABLED", "true")
-    env.setdefault("IMAGEJOBS_FLOWER_USER", "admin")
-    env["FLOWER_BASIC_AUTH"] = f"{env['IMAGEJOBS_FLOWER_USER']}:{env['IMAGEJOBS_FLOWER_PASSWORD']}"
-    honcho = subprocess.Popen([sys.executable, "-m", "honcho", "start", "-f", "Procfile"], env=env)
-    try:
-        if _wait_healthy(f"{api}/healthz", honcho):
-            _print_banner(env, api=api, flower=flower, emulator=emulator)
-        return honcho.wait()
-    except KeyboardInterrupt:
-        return honcho.wait()
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    return False
-
-
-def _print_banner(env: dict[str, str], *, api: str, flower: str, emulator: str) -> None:
-    key = env["IMAGEJOBS_API_KEYS"].split(",")[0]
-    body = '{"model": "kling-image", "model_name": "kling-v2-1", "prompt": "a lighthouse at dusk"}'
-    print(
-        f"""
-imagejobs is up
-  API       {api}   (docs: {api}/docs)
-  Flower    {flower}   (user {env["IMAGEJOBS_FLOWER_USER"]}, password {env["IMAGEJOBS_FLOWER_PASSWORD"]})
-  Emulator  {emulator}   (stands in for every provider without real credentials)
-  API key   {key}
-
-Try it:
-  curl -s {api}/v1/images/generations -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
-    -d '{body}'
-""",
-        flush=True,
     )
 
 

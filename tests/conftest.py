@@ -16,7 +16,7 @@ from kombu import Connection
 from kombu.exceptions import OperationalError
 from redis import Redis
 
-from producer.localstack import start_private_redis
+from devstack.services import start_private_redis
 from shared.config import Settings
 from shared.db.migrate import upgrade
 from tests.s3 import S3Bucket, fresh_bucket, s3_server

@@ -27,9 +27,9 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlmodel import Session
 
+from devstack.services import start_private_redis
 from producer.enqueue import enqueue_job
 from producer.keys import owner_id
-from producer.localstack import start_private_redis
 from shared.egress import EgressPolicy
 from shared.jobs import ImageRequest
 from shared.queue import QueueName, TaskSender, all_queue_names, make_celery

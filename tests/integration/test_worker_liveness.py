@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from producer.localstack import start_private_redis
+from devstack.services import start_private_redis
 from tests.integration.harness import Emulator, processes_factory
 from tests.support import REPO, free_port, python_command, wait_until
 
