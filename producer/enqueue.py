@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -35,6 +35,8 @@ RESPONSE_FORMATS = ("url", "b64_json")
 class SubmitSender(Protocol):
     def submit(self, job_id: str, *, route: Route, countdown_s: float = 0) -> None: ...
 
+    def submit_many(self, jobs: Sequence[tuple[str, Route]]) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Enqueued:
@@ -56,36 +58,72 @@ def enqueue_job(
     catalog: Catalog | None = None,
     egress: EgressPolicy | None = None,
     now: datetime | None = None,
+    has_spend_budget: bool = True,
 ) -> Enqueued:
-    """Accept one request as a durable job; raises ``InvalidRequestError`` (nothing written) if it breaks a rule."""
+    """Accept one request as a durable job; raises ``InvalidRequestError`` (nothing written) if it breaks a rule.
+
+    ``has_spend_budget=False`` (the tenant's cached key says it has none) skips the budget check's row lock.
+    """
+    job = prepare_job(request, owner=owner, catalog=catalog, egress=egress, now=now)
+    enqueued = commit_job(job, session=session, has_spend_budget=has_spend_budget)
+    if enqueued.created:
+        publish_submits([job], sender=sender)
+    return enqueued
+
+
+def prepare_job(
+    request: ImageRequest,
+    *,
+    owner: str,
+    catalog: Catalog | None = None,
+    egress: EgressPolicy | None = None,
+    now: datetime | None = None,
+) -> Job:
+    """The job row a request becomes (not written); ``InvalidRequestError`` naming the parameter if it breaks a rule."""
     validated = validate_request(request, catalog=catalog or load_catalog())
     _check_gateway_fields(request, egress or EgressPolicy())
-    if request.external_task_id is not None:
+    return _new_job(request, validated, owner=owner, now=now or utcnow())
+
+
+def commit_job(job: Job, *, session: Session, has_spend_budget: bool = True) -> Enqueued:
+    """Insert ``job`` and commit (one commit), or answer the existing job of its ``external_task_id``."""
+    if job.external_task_id is not None:
         existing = jobs_repo.find_job_by_external_id(
-            session=session, owner=owner, external_task_id=request.external_task_id
+            session=session, owner=job.owner, external_task_id=job.external_task_id
         )
         if existing is not None:
             return Enqueued(job=existing, created=False)
-    job = _new_job(request, validated, owner=owner, now=now or utcnow())
-    check_spend_budget(session=session, job=job)  # 402 if the key's spend budget cannot cover it
-    jobs_repo.insert_job(session=session, job=job)
+    if has_spend_budget:
+        check_spend_budget(session=session, job=job)  # 402 if the key's spend budget cannot cover it
+    jobs_repo.insert_jobs(session=session, jobs=[job])
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
-        if request.external_task_id is None:
+        if job.external_task_id is None:
             raise
         existing = jobs_repo.find_job_by_external_id(
-            session=session, owner=owner, external_task_id=request.external_task_id
+            session=session, owner=job.owner, external_task_id=job.external_task_id
         )
         if existing is None:
             raise
         return Enqueued(job=existing, created=False)
-    try:
-        sender.submit(job.id, route=route_of(job))
-    except (KombuError, RedisError, OSError):
-        log.warning("job %s committed but its submit task was not published; the sweeper will re-send it", job.id)
     return Enqueued(job=job, created=True)
+
+
+def publish_submits(jobs: Sequence[Job], *, sender: SubmitSender) -> None:
+    """Send the submit tasks of committed jobs in one pipeline; a failed publish is left to the sweeper."""
+    try:
+        if len(jobs) == 1:
+            sender.submit(jobs[0].id, route=route_of(jobs[0]))
+        else:
+            sender.submit_many([(job.id, route_of(job)) for job in jobs])
+    except (KombuError, RedisError, OSError):
+        log.warning(
+            "%d job(s) committed (first %s) but their submit tasks were not published; the sweeper will re-send them",
+            len(jobs),
+            jobs[0].id if jobs else "-",
+        )
 
 
 def _check_gateway_fields(request: ImageRequest, egress: EgressPolicy) -> None:

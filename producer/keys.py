@@ -24,7 +24,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -66,10 +66,15 @@ def display_prefix(api_key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
-    """Who a request acts for, and its request-rate limit (``None``: unlimited)."""
+    """Who a request acts for, its request-rate limit (``None``: unlimited) and whether it has a spend budget.
+
+    ``has_spend_budget`` is cached with the rest of the key (a budget is set when the key is made and never
+    changed), so a tenant without one costs no database read to check it.
+    """
 
     owner: str
     requests_per_minute: int | None = None
+    has_spend_budget: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +166,7 @@ def database_lookup(engine: Engine) -> Callable[[str], Resolution]:
             return None
         if row.revoked_at is not None:
             return Revoked(row.id)
-        return Tenant(row.id, row.requests_per_minute)
+        return Tenant(row.id, row.requests_per_minute, has_spend_budget=row.spend_budget is not None)
 
     return lookup
 
@@ -247,31 +252,47 @@ class SpendBudgetExceededError(ApiError):
 
 
 def check_spend_budget(*, session: Session, job: Job) -> None:
-    """Refuse ``job`` if its tenant has a budget that its maximum cost would pass (in the job's currency).
+    """Refuse ``job`` if its tenant has a budget that its maximum cost would pass (see ``check_spend_budget_of``)."""
+    check_spend_budget_of(session=session, owner=job.owner, jobs=[job])
 
-    committed = recorded costs + maximum cost of the tenant's unfinished jobs + this job's maximum cost.
-    The tenant's row is locked for the rest of the transaction, so concurrent submits of one tenant are
-    checked one after the other; the caller commits right after (on refusal this rolls back).
+
+def check_spend_budget_of(*, session: Session, owner: str, jobs: Sequence[Job]) -> None:
+    """Refuse ``jobs`` (all of ``owner``) if their maximum cost would take the tenant past its budget.
+
+    committed = recorded costs + maximum cost of the tenant's unfinished jobs + these jobs' maximum cost, per
+    currency. The tenant's row is locked for the rest of the transaction, so concurrent submits of one tenant
+    are checked one after the other; the caller commits right after (on refusal this rolls back).
     """
-    row = api_keys_repo.lock_key(session=session, key_id=job.owner)
+    row = api_keys_repo.lock_key(session=session, key_id=owner)
     if row is None or row.spend_budget is None:
         return
-    unit = Decimal(job.unit_price)
-    this_job = unit if job.price_per == "request" else unit * job.image_count
-    committed = api_keys_repo.committed_spend(session=session, owner=job.owner, currency=job.currency)
     budget = Decimal(row.spend_budget)
-    if committed + this_job > budget:
+    asked: dict[str, Decimal] = {}
+    for job in jobs:
+        asked[job.currency] = asked.get(job.currency, Decimal(0)) + max_cost(job)
+    for currency, these_jobs in asked.items():
+        committed = api_keys_repo.committed_spend(session=session, owner=owner, currency=currency)
+        if committed + these_jobs <= budget:
+            continue
         session.rollback()
         log.info(
-            "tenant %s refused a job: budget %s %s, committed %s, this job up to %s",
-            job.owner,
+            "tenant %s refused %d job(s): budget %s %s, committed %s, these jobs up to %s",
+            owner,
+            len(jobs),
             budget.normalize(),
-            job.currency,
+            currency,
             committed.normalize(),
-            this_job.normalize(),
+            these_jobs.normalize(),
         )
+        what = "This request" if len(jobs) == 1 else f"These {len(jobs)} requests"
         raise SpendBudgetExceededError(
-            f"This request could cost up to {this_job.normalize():f} {job.currency}; with {committed.normalize():f} "
-            f"{job.currency} already committed it would exceed this API key's spend budget of "
-            f"{budget.normalize():f} {job.currency}."
+            f"{what} could cost up to {these_jobs.normalize():f} {currency}; with {committed.normalize():f} "
+            f"{currency} already committed it would exceed this API key's spend budget of "
+            f"{budget.normalize():f} {currency}."
         )
+
+
+def max_cost(job: Job) -> Decimal:
+    """The most ``job`` can cost: its price snapshot per request, or per image times the images asked for."""
+    unit = Decimal(job.unit_price)
+    return unit if job.price_per == "request" else unit * job.image_count

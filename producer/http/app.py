@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from producer.accept_writer import AcceptWriter
 from producer.http import (
     apimodels_routes,
     callbacks_routes,
@@ -41,15 +42,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         waiter = JobWaiter(Redis.from_url(settings.redis_url, socket_connect_timeout=5))
         engine = make_engine(settings.database_url, pool_size=20)
+        sender = TaskSender(make_celery(settings, main="producer"))
+        writer = AcceptWriter(engine, sender)
         app.state.context = ApiContext(
             settings=settings,
             catalog=load_catalog(),
             engine=engine,
-            sender=TaskSender(make_celery(settings, main="producer")),
+            sender=sender,
             keys=KeyRing(key.get_secret_value() for key in settings.api_keys),
             storage=LocalStorage(settings.files_dir),
             waiter=waiter,
             egress=EgressPolicy.from_lists(hosts=settings.egress.allow_hosts, networks=settings.egress.allow_networks),
+            writer=writer,
         )
         limiter = RateLimiter(Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2))
         app.state.gate = Gate(
@@ -62,9 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limiter=limiter,
         )
         await waiter.start()
+        await writer.start()
         try:
             yield
         finally:
+            await writer.stop()
             await waiter.stop()
             await limiter.close()
             engine.dispose()

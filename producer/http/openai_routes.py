@@ -9,8 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from producer.enqueue import Enqueued, enqueue_job
-from producer.http.auth import Owner
+from producer.http.auth import CurrentTenant, Owner
 from producer.http.context import ApiContext, api_context
 from producer.http.errors import error_response
 from shared.db import jobs_repo
@@ -33,10 +32,13 @@ def wants_async(payload: ImageRequest, prefer: str | None) -> bool:
 
 @router.post("/v1/images/generations", response_model=None)
 async def create_generation(
-    payload: ImageRequest, owner: Owner, context: Context, prefer: Annotated[str | None, Header()] = None
+    payload: ImageRequest, tenant: CurrentTenant, context: Context, prefer: Annotated[str | None, Header()] = None
 ) -> JSONResponse:
     """Create an image-generation job; waits for it unless asked to answer asynchronously."""
-    enqueued = await run_in_threadpool(_enqueue, context, payload, owner)
+    owner = tenant.owner
+    enqueued = await context.writer.accept_request(
+        payload, tenant=tenant, catalog=context.catalog, egress=context.egress
+    )
     job_id = enqueued.job.id
     if not wants_async(payload, prefer) and context.settings.sync_timeout_s > 0:
 
@@ -51,13 +53,6 @@ async def create_generation(
     else:
         view = await run_in_threadpool(context.load_view, job_id, owner)
     return JSONResponse(view.model_dump(mode="json"), status_code=202)
-
-
-def _enqueue(context: ApiContext, payload: ImageRequest, owner: str) -> Enqueued:
-    with context.session() as session:
-        return enqueue_job(
-            payload, session=session, owner=owner, sender=context.sender, catalog=context.catalog, egress=context.egress
-        )
 
 
 def _is_terminal(context: ApiContext, job_id: str) -> bool:
