@@ -132,16 +132,22 @@ def _check_gateway_fields(request: ImageRequest, egress: EgressPolicy) -> None:
             f"Invalid value for 'response_format': '{request.response_format}' is not one of url, b64_json.",
             param="response_format",
         )
-    if request.callback_url is not None:
-        reason = refusal_reason(request.callback_url, egress)
-        if reason is None and len(request.callback_url) > 2048:
-            reason = "is longer than 2048 characters"
-        if reason is not None:
-            raise InvalidRequestError(f"'callback_url' {reason}.", param="callback_url")
+    check_callback_url(request.callback_url, egress)
     for param, url in _image_urls(request):
         reason = refusal_reason(url, egress)
         if reason is not None:
             raise InvalidRequestError(f"'{param}' {reason}.", param=param)
+
+
+def check_callback_url(url: str | None, egress: EgressPolicy) -> None:
+    """400 naming ``callback_url`` if we would refuse to deliver webhooks to it."""
+    if url is None:
+        return
+    reason = refusal_reason(url, egress)
+    if reason is None and len(url) > 2048:
+        reason = "is longer than 2048 characters"
+    if reason is not None:
+        raise InvalidRequestError(f"'callback_url' {reason}.", param="callback_url")
 
 
 #: request fields that may carry an image URL; list fields hold strings or objects with the given key

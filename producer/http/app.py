@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from producer.accept_writer import AcceptWriter
 from producer.http import (
     apimodels_routes,
+    batches_routes,
     callbacks_routes,
     cancel_routes,
     edits_routes,
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhook_routes.router)
     app.include_router(cancel_routes.router)
     app.include_router(callbacks_routes.router)
+    app.include_router(batches_routes.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
