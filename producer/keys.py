@@ -7,8 +7,10 @@ Two kinds of key, one tenant id (``job.owner``: the first 32 hex characters of t
 - **database keys** made by ``imagejobs keys create``: an ``api_key`` row holding the key's full SHA-256 (never
   the key), a display prefix, the limits (requests per minute, spend budget) and the tenant's webhook secret.
 
-A database key's look-up is cached per process for ``IMAGEJOBS_LIMITS__KEY_CACHE_TTL_S`` (10 s by default):
-a revoked key keeps working for at most that long on a process that had just seen it.
+A database key's look-up is cached per process for ``IMAGEJOBS_LIMITS__KEY_CACHE_TTL_S`` (10 s by default), so
+a request costs no database read for its key. ``imagejobs keys revoke`` also announces the revocation on Redis
+(``KEY_REVOKED_CHANNEL``) and every API process drops that key from its cache at once; if the announcement is
+lost (Redis down) the TTL still bounds it: a revoked key keeps working for at most that long.
 
 The spend budget is checked by ``enqueue_job`` against what the tenant has committed **in the currency of the
 job** (see ``check_spend_budget``): catalog prices are in several currencies (``USD``, Kling ``credits``) and
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from redis.exceptions import RedisError
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -38,6 +41,9 @@ from shared.db.tables import ApiKey, Job, utcnow
 from shared.webhook_secrets import new_webhook_secret
 
 log = logging.getLogger(__name__)
+
+#: Redis pub/sub channel carrying the SHA-256 (``key_hash``) of each key just revoked
+KEY_REVOKED_CHANNEL = "imagejobs:key-revoked"
 
 #: what every key made by ``imagejobs keys create`` starts with
 KEY_PREFIX = "sk-ij-"
@@ -141,6 +147,11 @@ class KeyDirectory:
                 return True, entry[1]
         return False, None
 
+    def forget(self, digest: str) -> None:
+        """Drop the cached answer for the key whose SHA-256 is ``digest`` (it was just revoked)."""
+        with self._lock:
+            self._cache.pop(digest, None)
+
     def resolve(self, presented: str) -> Resolution:
         known, resolution = self.peek(presented)
         if known:
@@ -223,12 +234,24 @@ def find_key(*, session: Session, reference: str) -> ApiKey:
     return matches[0]
 
 
-def revoke_key(*, session: Session, reference: str, now: datetime | None = None) -> tuple[ApiKey, bool]:
-    """Revoke the key (committed); the flag is False if it was already revoked."""
+def revoke_key(
+    *,
+    session: Session,
+    reference: str,
+    now: datetime | None = None,
+    announce: Callable[[str], object] | None = None,
+) -> tuple[ApiKey, bool]:
+    """Revoke the key (committed), then ``announce`` its hash to the API processes' caches; the flag is False if
+    it was already revoked. A failed announcement is logged: the cache TTL still ends the key's use."""
     row = find_key(session=session, reference=reference)
     changed = api_keys_repo.revoke(session=session, key_id=row.id, now=now or utcnow())
     session.commit()
     session.refresh(row)
+    if announce is not None:
+        try:
+            announce(row.key_hash)
+        except (RedisError, OSError) as exc:  # only delays the revocation to the cache TTL
+            log.warning("key %s revoked, not announced (%s): API processes stop it within the cache TTL", row.id, exc)
     return row, changed
 
 

@@ -20,7 +20,7 @@ from producer.http import (
     openai_routes,
     webhook_routes,
 )
-from producer.http.auth import Gate
+from producer.http.auth import Gate, RevocationListener
 from producer.http.context import ApiContext
 from producer.http.errors import install_error_handlers
 from producer.http.limits import BodySizeLimit, RateLimiter, RateLimitExceededError, rate_limit_response
@@ -57,20 +57,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             writer=writer,
         )
         limiter = RateLimiter(Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2))
-        app.state.gate = Gate(
-            keys=KeyDirectory(
-                bootstrap=app.state.context.keys,
-                lookup=database_lookup(engine),
-                bootstrap_requests_per_minute=settings.limits.bootstrap_requests_per_minute,
-                ttl_s=settings.limits.key_cache_ttl_s,
-            ),
-            limiter=limiter,
+        keys = KeyDirectory(
+            bootstrap=app.state.context.keys,
+            lookup=database_lookup(engine),
+            bootstrap_requests_per_minute=settings.limits.bootstrap_requests_per_minute,
+            ttl_s=settings.limits.key_cache_ttl_s,
         )
+        app.state.gate = Gate(keys=keys, limiter=limiter)
+        revocations = RevocationListener(Redis.from_url(settings.redis_url, socket_connect_timeout=5), keys)
         await waiter.start()
         await writer.start()
+        await revocations.start()
         try:
             yield
         finally:
+            await revocations.stop()
             await writer.stop()
             await waiter.stop()
             await limiter.close()
