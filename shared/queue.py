@@ -182,6 +182,9 @@ class TaskSender:
         countdown = countdown_s if countdown_s > 0 else None
         queue = route.queue(name) if route is not None else TASK_QUEUES[name].value
         priority = PRIORITY_LEVELS[route.priority] if route is not None else PRIORITY_LEVELS[Priority.NORMAL]
-        self._celery.send_task(
-            name.value, args=args, queue=queue, countdown=countdown, priority=priority, producer=producer
-        )
+        if producer is None:
+            self._celery.send_task(name.value, args=args, queue=queue, countdown=countdown, priority=priority)
+        else:  # inside a publish batch (``submit_many``)
+            self._celery.send_task(
+                name.value, args=args, queue=queue, countdown=countdown, priority=priority, producer=producer
+            )
