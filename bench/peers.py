@@ -332,10 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--phases", default="b1,b9,b4,b3,commits")
     parser.add_argument("--b1-repeats", type=int, default=3)
     parser.add_argument("--b1-duration", type=float, default=20)
-    parser.add_argument("--peer-b9-rates", default="15,20,25,30,35")
-    parser.add_argument("--our-b9-rates", default="20,40,60,80,120")
+    parser.add_argument("--peer-b9-rates", default="10,15,20,25,30,35")
+    parser.add_argument("--our-b9-rates", default="10,20,30,40,60,80")
     parser.add_argument("--b9-duration", type=float, default=60)
     parser.add_argument("--b4-repeats", type=int, default=1)
+    parser.add_argument("--b4-calls", type=int, default=1000)
     parser.add_argument("--inflight-jobs", type=int, default=1000)
     parser.add_argument("--commit-jobs", type=int, default=300)
     parser.add_argument("--settle-s", type=float, default=180)
@@ -363,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args, sut="imagejobs", phases=harness_phases, extra=[*b1, *b9, "--b9-rates", args.our_b9_rates]
         )
     if "b4" in phases:
-        b4 = run_harness(args, sut="imagejobs", phases="b4", extra=["--repeats", str(args.b4_repeats)])
+        b4_knobs = ["--repeats", str(args.b4_repeats), "--b4-calls", str(args.b4_calls)]
+        b4 = run_harness(args, sut="imagejobs", phases="b4", extra=b4_knobs)
         results["imagejobs"]["b4"] = b4.get("b4", {})
     for sut, key in (("idiomatic", "peer"), ("imagejobs", "imagejobs")):
         if "b3" in phases:
