@@ -21,12 +21,6 @@ from shared.jobs import TERMINAL, JobStatus, can_transition
 _NO_SYNC: dict[str, Any] = {"synchronize_session": False}
 
 
-def insert_job(*, session: Session, job: Job) -> None:
-    """Add a new ``queued`` job and its first event."""
-    session.add(job)
-    session.add(JobEvent(job_id=job.id, from_status=None, to_status=job.status, at=job.created_at))
-
-
 def insert_jobs(*, session: Session, jobs: Sequence[Job]) -> None:
     """Add many new ``queued`` jobs and their first events as two multi-row Core INSERTs (no ORM unit of work).
 
