@@ -4,7 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench bench-self clean
+
+# the peer benchmark harness lives outside the repository (see bench/peers.py); override on the command line
+PEERS ?= ../shared/peers
+PEERS_VENV ?= $(or $(shell printenv PEERS_VENV),/tmp/peers-venv)
+BENCH_ARGS ?=
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +34,12 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(VENV)/bin/pytest
 
+# imagejobs and the idiomatic peer in one run against the same upstream: ratios for B1, B9, B4, B3, commits
 bench: $(STAMP)
+	PEERS=$(PEERS) PEERS_VENV=$(PEERS_VENV) $(PY) bench/peers.py --out bench/last-run.json $(BENCH_ARGS)
+
+# our own figures without the peer: the poll policy simulation and the whole-stack throughput
+bench-self: $(STAMP)
 	$(PY) bench/poll_policy.py
 	$(PY) bench/throughput.py --jobs 300 --repeats 3
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
+from redis import Redis
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -119,6 +120,11 @@ def _budget(value: str) -> Decimal:
     return amount.quantize(Decimal("0.000001"))
 
 
+def _announce_revocation(key_hash: str) -> None:
+    with Redis.from_url(get_settings().redis_url, socket_connect_timeout=2, socket_timeout=2) as redis:
+        redis.publish(api_keys.KEY_REVOKED_CHANNEL, key_hash)
+
+
 def run_keys_command(args: argparse.Namespace, session: Session) -> int:
     """``imagejobs keys …``; 1 (with a message on stderr) when the key named does not exist."""
     try:
@@ -135,7 +141,7 @@ def run_keys_command(args: argparse.Namespace, session: Session) -> int:
             for row in api_keys_repo.list_keys(session=session):
                 print(_describe_key(row))
         elif args.keys_command == "revoke":
-            row, changed = api_keys.revoke_key(session=session, reference=args.key)
+            row, changed = api_keys.revoke_key(session=session, reference=args.key, announce=_announce_revocation)
             print(f"{'revoked' if changed else 'already revoked'}: {_describe_key(row)}")
         elif args.keys_command == "rotate-webhook-secret":
             overlap = timedelta(hours=max(args.overlap_hours, 0.0))

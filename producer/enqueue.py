@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -36,6 +36,8 @@ RESPONSE_FORMATS = ("url", "b64_json")
 class SubmitSender(Protocol):
     def submit(self, job_id: str, *, route: Route, countdown_s: float = 0) -> None: ...
 
+    def submit_many(self, jobs: Sequence[tuple[str, Route]]) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Enqueued:
@@ -58,41 +60,75 @@ def enqueue_job(
     egress: EgressPolicy | None = None,
     now: datetime | None = None,
     inputs: InlineInputs | None = None,
+    has_spend_budget: bool = True,
 ) -> Enqueued:
     """Accept one request as a durable job; raises ``InvalidRequestError`` (nothing written) if it breaks a rule.
 
     With ``inputs``, large inline input images are written to storage first and the row keeps references.
+    ``has_spend_budget=False`` (the tenant's cached key says it has none) skips the budget check's row lock.
     """
+    job = prepare_job(request, owner=owner, catalog=catalog, egress=egress, now=now)
+    if inputs is not None:
+        job.upstream_params = inputs.offload(job.id, job.upstream_params)
+    enqueued = commit_job(job, session=session, has_spend_budget=has_spend_budget)
+    if enqueued.created:
+        publish_submits([job], sender=sender)
+    return enqueued
+
+
+def prepare_job(
+    request: ImageRequest,
+    *,
+    owner: str,
+    catalog: Catalog | None = None,
+    egress: EgressPolicy | None = None,
+    now: datetime | None = None,
+) -> Job:
+    """The job row a request becomes (not written); ``InvalidRequestError`` naming the parameter if it breaks a rule."""
     validated = validate_request(request, catalog=catalog or load_catalog())
     _check_gateway_fields(request, egress or EgressPolicy())
-    if request.external_task_id is not None:
+    return _new_job(request, validated, owner=owner, now=now or utcnow())
+
+
+def commit_job(job: Job, *, session: Session, has_spend_budget: bool = True) -> Enqueued:
+    """Insert ``job`` and commit (one commit), or answer the existing job of its ``external_task_id``."""
+    if job.external_task_id is not None:
         existing = jobs_repo.find_job_by_external_id(
-            session=session, owner=owner, external_task_id=request.external_task_id
+            session=session, owner=job.owner, external_task_id=job.external_task_id
         )
         if existing is not None:
             return Enqueued(job=existing, created=False)
-    job = _new_job(request, validated, owner=owner, now=now or utcnow())
-    check_spend_budget(session=session, job=job)  # 402 if the key's spend budget cannot cover it
-    if inputs is not None:
-        job.upstream_params = inputs.offload(job.id, job.upstream_params)
-    jobs_repo.insert_job(session=session, job=job)
+    if has_spend_budget:
+        check_spend_budget(session=session, job=job)  # 402 if the key's spend budget cannot cover it
+    jobs_repo.insert_jobs(session=session, jobs=[job])
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
-        if request.external_task_id is None:
+        if job.external_task_id is None:
             raise
         existing = jobs_repo.find_job_by_external_id(
-            session=session, owner=owner, external_task_id=request.external_task_id
+            session=session, owner=job.owner, external_task_id=job.external_task_id
         )
         if existing is None:
             raise
         return Enqueued(job=existing, created=False)
-    try:
-        sender.submit(job.id, route=route_of(job))
-    except (KombuError, RedisError, OSError):
-        log.warning("job %s committed but its submit task was not published; the sweeper will re-send it", job.id)
     return Enqueued(job=job, created=True)
+
+
+def publish_submits(jobs: Sequence[Job], *, sender: SubmitSender) -> None:
+    """Send the submit tasks of committed jobs in one pipeline; a failed publish is left to the sweeper."""
+    try:
+        if len(jobs) == 1:
+            sender.submit(jobs[0].id, route=route_of(jobs[0]))
+        else:
+            sender.submit_many([(job.id, route_of(job)) for job in jobs])
+    except (KombuError, RedisError, OSError):
+        log.warning(
+            "%d job(s) committed (first %s) but their submit tasks were not published; the sweeper will re-send them",
+            len(jobs),
+            jobs[0].id if jobs else "-",
+        )
 
 
 def _check_gateway_fields(request: ImageRequest, egress: EgressPolicy) -> None:
@@ -101,16 +137,22 @@ def _check_gateway_fields(request: ImageRequest, egress: EgressPolicy) -> None:
             f"Invalid value for 'response_format': '{request.response_format}' is not one of url, b64_json.",
             param="response_format",
         )
-    if request.callback_url is not None:
-        reason = refusal_reason(request.callback_url, egress)
-        if reason is None and len(request.callback_url) > 2048:
-            reason = "is longer than 2048 characters"
-        if reason is not None:
-            raise InvalidRequestError(f"'callback_url' {reason}.", param="callback_url")
+    check_callback_url(request.callback_url, egress)
     for param, url in _image_urls(request):
         reason = refusal_reason(url, egress)
         if reason is not None:
             raise InvalidRequestError(f"'{param}' {reason}.", param=param)
+
+
+def check_callback_url(url: str | None, egress: EgressPolicy) -> None:
+    """400 naming ``callback_url`` if we would refuse to deliver webhooks to it."""
+    if url is None:
+        return
+    reason = refusal_reason(url, egress)
+    if reason is None and len(url) > 2048:
+        reason = "is longer than 2048 characters"
+    if reason is not None:
+        raise InvalidRequestError(f"'callback_url' {reason}.", param="callback_url")
 
 
 #: request fields that may carry an image URL; list fields hold strings or objects with the given key

@@ -7,8 +7,10 @@ Two kinds of key, one tenant id (``job.owner``: the first 32 hex characters of t
 - **database keys** made by ``imagejobs keys create``: an ``api_key`` row holding the key's full SHA-256 (never
   the key), a display prefix, the limits (requests per minute, spend budget) and the tenant's webhook secret.
 
-A database key's look-up is cached per process for ``IMAGEJOBS_LIMITS__KEY_CACHE_TTL_S`` (10 s by default):
-a revoked key keeps working for at most that long on a process that had just seen it.
+A database key's look-up is cached per process for ``IMAGEJOBS_LIMITS__KEY_CACHE_TTL_S`` (10 s by default), so
+a request costs no database read for its key. ``imagejobs keys revoke`` also announces the revocation on Redis
+(``KEY_REVOKED_CHANNEL``) and every API process drops that key from its cache at once; if the announcement is
+lost (Redis down) the TTL still bounds it: a revoked key keeps working for at most that long.
 
 The spend budget is checked by ``enqueue_job`` against what the tenant has committed **in the currency of the
 job** (see ``check_spend_budget``): catalog prices are in several currencies (``USD``, Kling ``credits``) and
@@ -24,11 +26,12 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from redis.exceptions import RedisError
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -38,6 +41,9 @@ from shared.db.tables import ApiKey, Job, utcnow
 from shared.webhook_secrets import new_webhook_secret
 
 log = logging.getLogger(__name__)
+
+#: Redis pub/sub channel carrying the SHA-256 (``key_hash``) of each key just revoked
+KEY_REVOKED_CHANNEL = "imagejobs:key-revoked"
 
 #: what every key made by ``imagejobs keys create`` starts with
 KEY_PREFIX = "sk-ij-"
@@ -66,10 +72,15 @@ def display_prefix(api_key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
-    """Who a request acts for, and its request-rate limit (``None``: unlimited)."""
+    """Who a request acts for, its request-rate limit (``None``: unlimited) and whether it has a spend budget.
+
+    ``has_spend_budget`` is cached with the rest of the key (a budget is set when the key is made and never
+    changed), so a tenant without one costs no database read to check it.
+    """
 
     owner: str
     requests_per_minute: int | None = None
+    has_spend_budget: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +147,11 @@ class KeyDirectory:
                 return True, entry[1]
         return False, None
 
+    def forget(self, digest: str) -> None:
+        """Drop the cached answer for the key whose SHA-256 is ``digest`` (it was just revoked)."""
+        with self._lock:
+            self._cache.pop(digest, None)
+
     def resolve(self, presented: str) -> Resolution:
         known, resolution = self.peek(presented)
         if known:
@@ -161,7 +177,7 @@ def database_lookup(engine: Engine) -> Callable[[str], Resolution]:
             return None
         if row.revoked_at is not None:
             return Revoked(row.id)
-        return Tenant(row.id, row.requests_per_minute)
+        return Tenant(row.id, row.requests_per_minute, has_spend_budget=row.spend_budget is not None)
 
     return lookup
 
@@ -218,12 +234,24 @@ def find_key(*, session: Session, reference: str) -> ApiKey:
     return matches[0]
 
 
-def revoke_key(*, session: Session, reference: str, now: datetime | None = None) -> tuple[ApiKey, bool]:
-    """Revoke the key (committed); the flag is False if it was already revoked."""
+def revoke_key(
+    *,
+    session: Session,
+    reference: str,
+    now: datetime | None = None,
+    announce: Callable[[str], object] | None = None,
+) -> tuple[ApiKey, bool]:
+    """Revoke the key (committed), then ``announce`` its hash to the API processes' caches; the flag is False if
+    it was already revoked. A failed announcement is logged: the cache TTL still ends the key's use."""
     row = find_key(session=session, reference=reference)
     changed = api_keys_repo.revoke(session=session, key_id=row.id, now=now or utcnow())
     session.commit()
     session.refresh(row)
+    if announce is not None:
+        try:
+            announce(row.key_hash)
+        except (RedisError, OSError) as exc:  # only delays the revocation to the cache TTL
+            log.warning("key %s revoked, not announced (%s): API processes stop it within the cache TTL", row.id, exc)
     return row, changed
 
 
@@ -247,31 +275,47 @@ class SpendBudgetExceededError(ApiError):
 
 
 def check_spend_budget(*, session: Session, job: Job) -> None:
-    """Refuse ``job`` if its tenant has a budget that its maximum cost would pass (in the job's currency).
+    """Refuse ``job`` if its tenant has a budget that its maximum cost would pass (see ``check_spend_budget_of``)."""
+    check_spend_budget_of(session=session, owner=job.owner, jobs=[job])
 
-    committed = recorded costs + maximum cost of the tenant's unfinished jobs + this job's maximum cost.
-    The tenant's row is locked for the rest of the transaction, so concurrent submits of one tenant are
-    checked one after the other; the caller commits right after (on refusal this rolls back).
+
+def check_spend_budget_of(*, session: Session, owner: str, jobs: Sequence[Job]) -> None:
+    """Refuse ``jobs`` (all of ``owner``) if their maximum cost would take the tenant past its budget.
+
+    committed = recorded costs + maximum cost of the tenant's unfinished jobs + these jobs' maximum cost, per
+    currency. The tenant's row is locked for the rest of the transaction, so concurrent submits of one tenant
+    are checked one after the other; the caller commits right after (on refusal this rolls back).
     """
-    row = api_keys_repo.lock_key(session=session, key_id=job.owner)
+    row = api_keys_repo.lock_key(session=session, key_id=owner)
     if row is None or row.spend_budget is None:
         return
-    unit = Decimal(job.unit_price)
-    this_job = unit if job.price_per == "request" else unit * job.image_count
-    committed = api_keys_repo.committed_spend(session=session, owner=job.owner, currency=job.currency)
     budget = Decimal(row.spend_budget)
-    if committed + this_job > budget:
+    asked: dict[str, Decimal] = {}
+    for job in jobs:
+        asked[job.currency] = asked.get(job.currency, Decimal(0)) + max_cost(job)
+    for currency, these_jobs in asked.items():
+        committed = api_keys_repo.committed_spend(session=session, owner=owner, currency=currency)
+        if committed + these_jobs <= budget:
+            continue
         session.rollback()
         log.info(
-            "tenant %s refused a job: budget %s %s, committed %s, this job up to %s",
-            job.owner,
+            "tenant %s refused %d job(s): budget %s %s, committed %s, these jobs up to %s",
+            owner,
+            len(jobs),
             budget.normalize(),
-            job.currency,
+            currency,
             committed.normalize(),
-            this_job.normalize(),
+            these_jobs.normalize(),
         )
+        what = "This request" if len(jobs) == 1 else f"These {len(jobs)} requests"
         raise SpendBudgetExceededError(
-            f"This request could cost up to {this_job.normalize():f} {job.currency}; with {committed.normalize():f} "
-            f"{job.currency} already committed it would exceed this API key's spend budget of "
-            f"{budget.normalize():f} {job.currency}."
+            f"{what} could cost up to {these_jobs.normalize():f} {currency}; with {committed.normalize():f} "
+            f"{currency} already committed it would exceed this API key's spend budget of "
+            f"{budget.normalize():f} {currency}."
         )
+
+
+def max_cost(job: Job) -> Decimal:
+    """The most ``job`` can cost: its price snapshot per request, or per image times the images asked for."""
+    unit = Decimal(job.unit_price)
+    return unit if job.price_per == "request" else unit * job.image_count

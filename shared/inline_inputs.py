@@ -25,6 +25,19 @@ class InlineInputs:
         self._storage = storage
         self._max_chars = max_chars
 
+    def would_store(self, params: dict[str, Any]) -> bool:
+        """Whether ``offload`` may write anything (a string longer than ``max_chars`` somewhere in ``params``):
+        the accept path only leaves its event loop for storage I/O when there is some."""
+
+        def large(value: Any) -> bool:
+            if isinstance(value, dict):
+                return any(large(item) for item in value.values())
+            if isinstance(value, list):
+                return any(large(item) for item in value)
+            return isinstance(value, str) and len(value) > self._max_chars
+
+        return large(params)
+
     def offload(self, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` with every inline image longer than ``max_chars`` written to storage and replaced by its
         reference (raises ``StorageUnavailableError`` when the store is down: nothing is accepted then)."""

@@ -5,13 +5,14 @@ The producer sends tasks by name and never imports worker code. Task messages ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Exchange, Producer, Queue
 
 from shared.config import BROKER_SCHEMES, BrokerKind, Settings
 from shared.jobs import Priority
@@ -192,16 +193,39 @@ class TaskSender:
     def submit(self, job_id: str, *, route: Route, countdown_s: float = 0) -> None:
         self._send(TaskName.SUBMIT_JOB, (job_id,), countdown_s, route=route)
 
+    def submit_many(self, jobs: Sequence[tuple[str, Route]]) -> None:
+        """One submit message per (job id, route), written to Redis in one pipeline (kombu's ``Producer.batch``,
+        https://docs.celeryq.dev/projects/kombu/en/stable/reference/kombu.html#kombu.Producer.batch); transports
+        without batches publish one by one."""
+        if not jobs:
+            return
+        with self._celery.producer_or_acquire() as producer, producer.batch():
+            for job_id, route in jobs:
+                self._send(TaskName.SUBMIT_JOB, (job_id,), 0, route=route, producer=producer)
+
     def poll(self, job_id: str, poll_count: int, *, route: Route, countdown_s: float) -> None:
         self._send(TaskName.POLL_JOB, (job_id, poll_count), countdown_s, route=route)
 
     def webhook(self, delivery_id: int, *, countdown_s: float = 0) -> None:
         self._send(TaskName.DELIVER_WEBHOOK, (delivery_id,), countdown_s, route=None)
 
-    def _send(self, name: TaskName, args: tuple[str | int, ...], countdown_s: float, *, route: Route | None) -> None:
+    def _send(
+        self,
+        name: TaskName,
+        args: tuple[str | int, ...],
+        countdown_s: float,
+        *,
+        route: Route | None,
+        producer: Producer | None = None,
+    ) -> None:
         if countdown_s > MAX_COUNTDOWN_S:
             raise ValueError(f"countdown {countdown_s}s exceeds {MAX_COUNTDOWN_S}s; long waits belong to the sweeper")
         countdown = countdown_s if countdown_s > 0 else None
         queue = route.queue(name) if route is not None else TASK_QUEUES[name].value
         priority = self._levels[route.priority if route is not None else Priority.NORMAL]
-        self._celery.send_task(name.value, args=args, queue=queue, countdown=countdown, priority=priority)
+        if producer is None:
+            self._celery.send_task(name.value, args=args, queue=queue, countdown=countdown, priority=priority)
+        else:  # inside a publish batch (``submit_many``)
+            self._celery.send_task(
+                name.value, args=args, queue=queue, countdown=countdown, priority=priority, producer=producer
+            )

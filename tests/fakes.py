@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -84,6 +84,10 @@ class RecordingSender:
     def submit(self, job_id: str, *, route: Route, countdown_s: float = 0) -> None:
         self.submits.append((job_id, countdown_s))
         self.routes.append(route)
+
+    def submit_many(self, jobs: Sequence[tuple[str, Route]]) -> None:
+        for job_id, route in jobs:
+            self.submit(job_id, route=route)
 
     def poll(self, job_id: str, poll_count: int, *, route: Route, countdown_s: float) -> None:
         self.polls.append((job_id, poll_count, countdown_s))

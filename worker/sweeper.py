@@ -16,6 +16,7 @@ from shared.db.tables import Job
 from shared.errors import ErrorCode
 from shared.jobs import JobStatus
 from shared.queue import route_of
+from worker.batch_completion import finish_batches
 from worker.pipeline import fail_job
 from worker.runtime import Runtime
 
@@ -32,6 +33,7 @@ class SweepReport:
     restarted_polls: int = 0
     timed_out: int = 0
     resent_webhooks: int = 0
+    finished_batches: int = 0
 
 
 def sweep(*, rt: Runtime) -> SweepReport:
@@ -42,6 +44,7 @@ def sweep(*, rt: Runtime) -> SweepReport:
         resent_submitting=_resend_submits(JobStatus.SUBMITTING, rt),
         restarted_polls=_restart_overdue_polls(rt),
         resent_webhooks=_resend_webhooks(rt),
+        finished_batches=finish_batches(rt=rt),
     )
     if any(astuple(report)):
         log.info("sweep %s", report)

@@ -23,8 +23,9 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook
 
-from shared.db import jobs_repo
-from shared.db.tables import CostEntry, DisabledWebhookEndpoint, Job, JobImage, WebhookDelivery
+from shared.batches import BatchView, batch_view
+from shared.db import batches_repo, jobs_repo
+from shared.db.tables import CostEntry, DisabledWebhookEndpoint, Job, JobBatch, JobImage, WebhookDelivery
 from shared.egress import EgressRefusedError
 from shared.files import ResultUrls
 from shared.queue import MAX_COUNTDOWN_S
@@ -43,6 +44,14 @@ class WebhookPayload(BaseModel):
     type: str
     timestamp: str
     data: JobView
+
+
+class BatchWebhookPayload(BaseModel):
+    """``batch.completed``: the batch object once every job has ended."""
+
+    type: str
+    timestamp: str
+    data: BatchView
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,19 +108,12 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime) -> None:
             return
         delivery = session.get(WebhookDelivery, delivery_id)
         assert delivery is not None  # we just claimed it
-        job = jobs_repo.get_job(session=session, job_id=delivery.job_id)
-        if is_disabled(session=session, owner=job.owner, url=delivery.url):
+        subject = _subject_of(session, delivery, rt=rt)
+        if is_disabled(session=session, owner=subject.owner, url=delivery.url):
             _finish(session, delivery, AttemptResult(None, "endpoint disabled (410 Gone)", 0), now, state="skipped")
             return
-        secrets = signing_secrets(session=session, owner=job.owner, settings=rt.settings, now=now)
-        body = _payload(
-            job,
-            delivery,
-            images=jobs_repo.list_images(session=session, job_id=job.id),
-            cost=jobs_repo.get_cost(session=session, job_id=job.id),
-            rt=rt,
-        )
-    result = _post(delivery, body, secrets=secrets, rt=rt)
+        secrets = signing_secrets(session=session, owner=subject.owner, settings=rt.settings, now=now)
+    result = _post(delivery, subject.body, secrets=secrets, rt=rt)
     finished = rt.clock()
     delay = _retry_delay(delivery.attempt, result, rt=rt)
     with rt.session() as session, session.begin():
@@ -119,16 +121,22 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime) -> None:
         assert row is not None
         _finish(session, row, result, finished, state="delivered" if result.delivered else "failed")
         if result.status == 410:
-            _disable(session, owner=job.owner, url=delivery.url, now=finished)
+            _disable(session, owner=subject.owner, url=delivery.url, now=finished)
         upcoming = None
         if delay is not None:
-            upcoming = jobs_repo.schedule_webhook(
-                session=session,
-                job=job,
-                event_type=delivery.event_type,
-                attempt=delivery.attempt + 1,
-                at=finished + timedelta(seconds=delay),
-            )
+            at = finished + timedelta(seconds=delay)
+            if subject.batch is not None:
+                upcoming = batches_repo.add_webhook_attempt(
+                    session=session, batch=subject.batch, attempt=delivery.attempt + 1, at=at
+                )
+            elif subject.job is not None:
+                upcoming = jobs_repo.schedule_webhook(
+                    session=session,
+                    job=subject.job,
+                    event_type=delivery.event_type,
+                    attempt=delivery.attempt + 1,
+                    at=at,
+                )
             session.flush()
     log.info(
         "webhook %s attempt %d → %s (%s ms)%s",
@@ -162,6 +170,40 @@ def _finish(session: Session, row: WebhookDelivery, result: AttemptResult, at: d
 def _disable(session: Session, *, owner: str, url: str, now: datetime) -> None:
     if not is_disabled(session=session, owner=owner, url=url):
         session.add(DisabledWebhookEndpoint(owner=owner, url_hash=url_hash(url), url=url, disabled_at=now))
+
+
+@dataclass(frozen=True, slots=True)
+class _Subject:
+    """What a delivery is about: a job's terminal event or a batch's ``batch.completed`` (one of the two)."""
+
+    owner: str
+    body: str
+    job: Job | None = None
+    batch: JobBatch | None = None
+
+
+def _subject_of(session: Session, delivery: WebhookDelivery, *, rt: Runtime) -> _Subject:
+    if delivery.batch_id is not None:
+        batch = session.get(JobBatch, delivery.batch_id)
+        assert batch is not None  # the delivery row's foreign key
+        view = batch_view(
+            batch,
+            counts=batches_repo.status_counts(session=session, batch_id=batch.id),
+            job_ids=batches_repo.job_ids(session=session, batch_id=batch.id),
+        )
+        stamp = (batch.finished_at or batch.created_at).isoformat()
+        body = BatchWebhookPayload(type=delivery.event_type, timestamp=stamp, data=view).model_dump_json()
+        return _Subject(owner=batch.owner, body=body, batch=batch)
+    assert delivery.job_id is not None  # a delivery is about a job or a batch
+    job = jobs_repo.get_job(session=session, job_id=delivery.job_id)
+    body = _payload(
+        job,
+        delivery,
+        images=jobs_repo.list_images(session=session, job_id=job.id),
+        cost=jobs_repo.get_cost(session=session, job_id=job.id),
+        rt=rt,
+    )
+    return _Subject(owner=job.owner, body=body, job=job)
 
 
 def _payload(

@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from producer.accept_writer import AcceptWriter
 from producer.http import (
     apimodels_routes,
+    batches_routes,
     callbacks_routes,
     cancel_routes,
     delete_routes,
@@ -21,7 +23,7 @@ from producer.http import (
     openai_routes,
     webhook_routes,
 )
-from producer.http.auth import Gate
+from producer.http.auth import Gate, RevocationListener
 from producer.http.context import ApiContext
 from producer.http.errors import install_error_handlers
 from producer.http.limits import BodySizeLimit, RateLimiter, RateLimitExceededError, rate_limit_response
@@ -53,31 +55,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         waiter = JobWaiter(Redis.from_url(settings.redis_url, socket_connect_timeout=5))
         engine = make_engine(settings.database_url, pool_size=20)
+        sender = TaskSender(make_celery(settings, main="producer"))
+        writer = AcceptWriter(engine, sender)
         app.state.context = ApiContext(
             settings=settings,
             catalog=catalog,
             engine=engine,
-            sender=TaskSender(make_celery(settings, main="producer")),
+            sender=sender,
             keys=KeyRing(key.get_secret_value() for key in settings.api_keys),
             storage=open_storage(settings),
             waiter=waiter,
             egress=EgressPolicy.from_lists(hosts=settings.egress.allow_hosts, networks=settings.egress.allow_networks),
+            writer=writer,
         )
         limiter = RateLimiter(Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2))
-        app.state.gate = Gate(
-            keys=KeyDirectory(
-                bootstrap=app.state.context.keys,
-                lookup=database_lookup(engine),
-                bootstrap_requests_per_minute=settings.limits.bootstrap_requests_per_minute,
-                ttl_s=settings.limits.key_cache_ttl_s,
-            ),
-            limiter=limiter,
+        keys = KeyDirectory(
+            bootstrap=app.state.context.keys,
+            lookup=database_lookup(engine),
+            bootstrap_requests_per_minute=settings.limits.bootstrap_requests_per_minute,
+            ttl_s=settings.limits.key_cache_ttl_s,
         )
         log_provider_report(settings, log)
+        app.state.gate = Gate(keys=keys, limiter=limiter)
+        revocations = RevocationListener(Redis.from_url(settings.redis_url, socket_connect_timeout=5), keys)
         await waiter.start()
+        await writer.start()
+        await revocations.start()
         try:
             yield
         finally:
+            await revocations.stop()
+            await writer.stop()
             await waiter.stop()
             await limiter.close()
             engine.dispose()
@@ -100,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cancel_routes.router)
     app.include_router(delete_routes.router)
     app.include_router(callbacks_routes.router)
+    app.include_router(batches_routes.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

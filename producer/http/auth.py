@@ -3,20 +3,64 @@
 ``Owner`` (the tenant id, a ``str``) is what routes use; ``CurrentTenant`` gives the whole ``Tenant``. Both run
 the same dependency once per request, so a request is authenticated and counted against its key's rate limit
 once, whichever it asks for. See ``producer.keys`` for the key kinds and the cache (a revoked key stops working
-within ``IMAGEJOBS_LIMITS__KEY_CACHE_TTL_S``), ``producer.http.limits`` for the limiter.
+as soon as ``RevocationListener`` hears of it, and within ``IMAGEJOBS_LIMITS__KEY_CACHE_TTL_S`` at worst),
+``producer.http.limits`` for the limiter.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from producer.http.errors import ApiError
 from producer.http.limits import RateLimiter, RateLimitExceededError
-from producer.keys import KeyDirectory, Revoked, Tenant
+from producer.keys import KEY_REVOKED_CHANNEL, KeyDirectory, Revoked, Tenant
+
+log = logging.getLogger(__name__)
+
+
+class RevocationListener:
+    """Drops a key from this process's ``KeyDirectory`` cache as soon as ``imagejobs keys revoke`` announces it.
+
+    A lost connection is retried every few seconds; meanwhile the cache TTL still bounds a revoked key's life.
+    """
+
+    def __init__(self, redis: Redis, keys: KeyDirectory, *, retry_s: float = 2.0) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._retry_s = retry_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="key-revocations")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._redis.aclose()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(KEY_REVOKED_CHANNEL)
+                    async for message in pubsub.listen():
+                        data = message.get("data")
+                        if isinstance(data, bytes):
+                            self._keys.forget(data.decode())
+            except (RedisError, OSError) as exc:
+                log.warning("key revocation channel unavailable (%s); the cache TTL applies", type(exc).__name__)
+                await asyncio.sleep(self._retry_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from fastapi import Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from producer.accept_writer import AcceptWriter
 from producer.http.waiter import JobWaiter
 from producer.keys import KeyRing
 from shared.catalog import Catalog
@@ -34,6 +35,8 @@ class ApiContext:
     waiter: JobWaiter
     #: caller-supplied URLs (callbacks, input images) are checked against it at submit time
     egress: EgressPolicy
+    #: writes accepted jobs of concurrent requests in one commit and one publish
+    writer: AcceptWriter
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -11,7 +11,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from producer.http.auth import Owner
+from producer.http.auth import CurrentTenant
 from producer.http.context import ApiContext, api_context
 from producer.http.openai_routes import answer_images
 from producer.http.tasks import parse_request
@@ -42,10 +42,10 @@ def require_input_image(request: ImageRequest) -> None:
 
 @router.post("/v1/images/edits", response_model=None)
 async def create_edit(
-    request: Request, owner: Owner, context: Context, prefer: Annotated[str | None, Header()] = None
+    request: Request, tenant: CurrentTenant, context: Context, prefer: Annotated[str | None, Header()] = None
 ) -> JSONResponse | StreamingResponse:
     """Edit input images; waits for the job unless asked to answer asynchronously (as generations do)."""
     fields, from_form = await read_edit_fields(request, max_image_bytes=context.settings.max_image_bytes)
     payload = parse_request(fields, lax=from_form)
     require_input_image(payload)
-    return await answer_images(payload, owner, context, prefer, events="image_edit")
+    return await answer_images(payload, tenant, context, prefer, events="image_edit")

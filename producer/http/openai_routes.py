@@ -15,11 +15,11 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from producer.enqueue import Enqueued, enqueue_job
-from producer.http.auth import Owner
+from producer.http.auth import CurrentTenant, Owner
 from producer.http.context import ApiContext, api_context
 from producer.http.errors import error_response
 from producer.http.image_events import EventKind, job_events
+from producer.keys import Tenant
 from shared.db import jobs_repo
 from shared.db.tables import Job
 from shared.errors import ErrorCode, InvalidRequestError
@@ -54,20 +54,23 @@ def default_response_format(payload: ImageRequest, context: ApiContext) -> Image
 
 @router.post("/v1/images/generations", response_model=None)
 async def create_generation(
-    payload: ImageRequest, owner: Owner, context: Context, prefer: Annotated[str | None, Header()] = None
+    payload: ImageRequest, tenant: CurrentTenant, context: Context, prefer: Annotated[str | None, Header()] = None
 ) -> JSONResponse | StreamingResponse:
     """Create an image-generation job; waits for it unless asked to answer asynchronously."""
-    return await answer_images(payload, owner, context, prefer, events="image_generation")
+    return await answer_images(payload, tenant, context, prefer, events="image_generation")
 
 
 async def answer_images(
-    payload: ImageRequest, owner: str, context: ApiContext, prefer: str | None, *, events: EventKind
+    payload: ImageRequest, tenant: Tenant, context: ApiContext, prefer: str | None, *, events: EventKind
 ) -> JSONResponse | StreamingResponse:
     """Create the job, then answer as asked: streamed events, the images once done, or the task (202)."""
     payload = default_response_format(payload, context)
     if payload.stream and wants_async(payload, prefer):
         raise InvalidRequestError("'stream' cannot be combined with an asynchronous answer.", param="stream")
-    enqueued = await run_in_threadpool(_enqueue, context, payload, owner)
+    owner = tenant.owner
+    enqueued = await context.writer.accept_request(
+        payload, tenant=tenant, catalog=context.catalog, egress=context.egress, inputs=context.inline_inputs()
+    )
     job_id = enqueued.job.id
     if payload.stream:
         finished = _wait(context, job_id)
@@ -117,19 +120,6 @@ def _reader(
         return await run_in_threadpool(read_blobs, context, job_id)
 
     return read
-
-
-def _enqueue(context: ApiContext, payload: ImageRequest, owner: str) -> Enqueued:
-    with context.session() as session:
-        return enqueue_job(
-            payload,
-            session=session,
-            owner=owner,
-            sender=context.sender,
-            catalog=context.catalog,
-            egress=context.egress,
-            inputs=context.inline_inputs(),
-        )
 
 
 def _is_terminal(context: ApiContext, job_id: str) -> bool:

@@ -22,10 +22,19 @@ from shared.jobs import TERMINAL, JobStatus, can_transition
 _NO_SYNC: dict[str, Any] = {"synchronize_session": False}
 
 
-def insert_job(*, session: Session, job: Job) -> None:
-    """Add a new ``queued`` job and its first event."""
-    session.add(job)
-    session.add(JobEvent(job_id=job.id, from_status=None, to_status=job.status, at=job.created_at))
+def insert_jobs(*, session: Session, jobs: Sequence[Job]) -> None:
+    """Add many new ``queued`` jobs and their first events as two multi-row Core INSERTs (no ORM unit of work).
+
+    SQLAlchemy sends each list of parameter sets as batched multi-row statements ("insertmanyvalues",
+    https://docs.sqlalchemy.org/en/20/core/connections.html#engine-insertmanyvalues).
+    """
+    if not jobs:
+        return
+    table = Job.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models without declaring it
+    keys = [column.key for column in table.columns]
+    session.execute(table.insert(), [{key: getattr(job, key) for key in keys} for job in jobs])
+    events = [{"job_id": job.id, "from_status": None, "to_status": job.status, "at": job.created_at} for job in jobs]
+    session.execute(JobEvent.__table__.insert(), events)  # type: ignore[attr-defined]
 
 
 def get_job(*, session: Session, job_id: str, owner: str | None = None) -> Job:
@@ -39,6 +48,14 @@ def get_job(*, session: Session, job_id: str, owner: str | None = None) -> Job:
 def find_job_by_external_id(*, session: Session, owner: str, external_task_id: str) -> Job | None:
     statement = select(Job).where(Job.owner == owner, Job.external_task_id == external_task_id)
     return session.exec(statement).first()
+
+
+def find_jobs_by_external_ids(*, session: Session, owner: str, external_task_ids: Sequence[str]) -> dict[str, Job]:
+    """``owner``'s jobs with one of these ``external_task_id`` values, by that value."""
+    if not external_task_ids:
+        return {}
+    statement = select(Job).where(Job.owner == owner, col(Job.external_task_id).in_(list(external_task_ids)))
+    return {job.external_task_id: job for job in session.exec(statement) if job.external_task_id is not None}
 
 
 def transition(

@@ -1,4 +1,4 @@
-"""The five tables: job, job_event, job_image, cost_entry, webhook_delivery."""
+"""The tables: jobs (job, job_event, job_image, cost_entry, job_batch), webhook_delivery and the API keys."""
 
 from __future__ import annotations
 
@@ -100,6 +100,10 @@ class Job(SQLModel, table=True):
     #: when retention (or an erasure) deleted the job's result images / its stored input images
     results_deleted_at: datetime | None = _when()
     inputs_deleted_at: datetime | None = _when()
+    #: the batch (``POST /v1/images/batches``) the job was created in, if any
+    batch_id: str | None = Field(default=None, max_length=32, index=True)
+    #: its item's position in that batch request (0-based)
+    batch_index: int | None = None
 
 
 class JobEvent(SQLModel, table=True):
@@ -162,7 +166,10 @@ class WebhookDelivery(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    job_id: str = Field(foreign_key="job.id", index=True, max_length=32)
+    #: the job whose terminal event this is; None for a batch's ``batch.completed`` event
+    job_id: str | None = Field(default=None, foreign_key="job.id", index=True, max_length=32)
+    #: the batch whose ``batch.completed`` event this is (None for a job's event)
+    batch_id: str | None = Field(default=None, foreign_key="job_batch.id", index=True, max_length=32)
     #: the Standard Webhooks ``webhook-id``: the same for every attempt of one event
     webhook_id: str = Field(max_length=64)
     event_type: str = Field(max_length=32)
@@ -213,3 +220,20 @@ class DisabledWebhookEndpoint(SQLModel, table=True):
     url_hash: str = Field(max_length=64)
     url: str = Field(max_length=2048)
     disabled_at: datetime = _stamp()
+
+
+class JobBatch(SQLModel, table=True):
+    """Up to 1,000 jobs created by one ``POST /v1/images/batches``; progress is read from its jobs.
+
+    ``finished_at`` is set (once, by the sweeper) when every job has ended; with a ``callback_url`` that is also
+    when the single ``batch.completed`` webhook is scheduled.
+    """
+
+    __tablename__ = "job_batch"
+
+    id: str = Field(primary_key=True, max_length=32)
+    owner: str = Field(max_length=32, index=True)
+    job_count: int
+    callback_url: str | None = Field(default=None, max_length=2048)
+    created_at: datetime = _stamp()
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True, index=True)

@@ -24,13 +24,13 @@ from sqlmodel import Session
 
 from producer.http.app import create_app
 from producer.http.limits import RATE_LIMIT_PREFIX
-from producer.keys import create_key, owner_id, revoke_key
+from producer.keys import KEY_REVOKED_CHANNEL, create_key, owner_id, revoke_key
 from shared.db.engine import make_engine
 from shared.db.tables import Job
 from shared.queue import QueueName
 from tests.conftest import make_settings
 from tests.integration.harness import Rows
-from tests.support import API_KEY, OTHER_API_KEY, queued_count
+from tests.support import API_KEY, OTHER_API_KEY, queued_count, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -145,6 +145,30 @@ def test_a_revoked_key_is_refused_once_the_cache_ttl_has_passed(make_api: ApiFac
     assert api.rows.count(Job) == 0
 
 
+def test_an_announced_revocation_refuses_the_key_at_once_whatever_the_cache_ttl(make_api: ApiFactory) -> None:
+    # Given two API processes that cache keys for five minutes and have both just seen the key
+    first, second = make_api(limits={"key_cache_ttl_s": 300}), make_api(limits={"key_cache_ttl_s": 300})
+    key = first.new_key()
+    for api in (first, second):
+        assert api.client.get("/v1/models", headers=bearer(key)).status_code == 200
+
+    # When the key is revoked as `imagejobs keys revoke` does it (commit, then announce on Redis)
+    with Session(first.engine) as session:
+        revoke_key(
+            session=session, reference=key, announce=lambda digest: first.redis.publish(KEY_REVOKED_CHANNEL, digest)
+        )
+
+    # Then both refuse it within moments, long before the TTL
+    for api in (first, second):
+        wait_until(
+            lambda api=api: api.client.get("/v1/models", headers=bearer(key)).status_code == 401,  # type: ignore[misc]
+            timeout_s=5,
+            what="the revocation to reach the API's cache",
+        )
+    assert first.client.post(GENERATIONS, json={**GPT_HIGH, "async": True}, headers=bearer(key)).status_code == 401
+    assert first.rows.count(Job) == 0
+
+
 # -- requests per minute ------------------------------------------------------------------------------------
 
 
@@ -234,6 +258,21 @@ def test_a_submit_that_would_pass_the_spend_budget_answers_402_and_writes_nothin
         assert "spend budget of 0.2" in error["message"]
     assert api.rows.count(Job) == 1
     assert api.submit_count() == 1
+
+
+def test_a_batch_that_would_pass_the_spend_budget_answers_402_and_writes_nothing(api: Api) -> None:
+    key = api.new_key(spend_budget=Decimal("0.4"))  # GPT_HIGH: at most 0.167 each
+
+    refused = api.client.post("/v1/images/batches", json={"requests": [GPT_HIGH] * 3}, headers=bearer(key))
+    accepted = api.client.post("/v1/images/batches", json={"requests": [GPT_HIGH] * 2}, headers=bearer(key))
+    refused_after = api.client.post("/v1/images/batches", json={"requests": [GPT_HIGH]}, headers=bearer(key))
+
+    error = assert_openai_error(refused, status=402, code="insufficient_quota", error_type="insufficient_quota")
+    assert "These 3 requests could cost up to 0.501 USD" in error["message"]
+    assert accepted.status_code == 202, accepted.text
+    assert refused_after.status_code == 402, refused_after.text
+    assert api.rows.count(Job) == 2
+    assert api.submit_count() == 2
 
 
 # -- body sizes -------------------------------------------------------------------------------------------
