@@ -11,7 +11,7 @@ import threading
 
 import httpx
 from celery import Celery
-from redis import Redis, RedisError
+from redis import BlockingConnectionPool, Redis, RedisError
 
 from shared.config import get_settings
 from shared.db.engine import make_engine
@@ -21,6 +21,7 @@ from shared.queue import JOB_DONE_CHANNEL, TaskSender, make_celery
 from shared.storage import LocalStorage
 from worker import kombu_workarounds
 from worker.channels import ChannelHealth
+from worker.inflight import InflightSteps
 from worker.inputs import HttpImageLoader
 from worker.latency import LatencyBook, RedisCompletions
 from worker.providers.registry import build_providers, split_default
@@ -41,7 +42,10 @@ _runtime_lock = threading.Lock()
 
 def build_runtime() -> Runtime:
     concurrency = settings.celery.worker_concurrency
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    inflight = settings.celery.inflight_submits
+    # every pool thread and in-flight step may use Redis at once: a blocking pool waits for a free connection
+    # instead of raising (redis-py's default pool refuses the 101st: https://redis.readthedocs.io/en/stable/connections.html)
+    redis = _redis(settings.redis_url, threads=concurrency + inflight, timeout_s=5.0)
 
     def announce_done(job_id: str) -> None:
         try:
@@ -63,7 +67,7 @@ def build_runtime() -> Runtime:
         channels=channels,
         limits=UpstreamLimits(redis, prefix=settings.upstream.key_prefix),
         health=ChannelHealth(redis, settings=settings.upstream),
-        latency=LatencyBook(RedisCompletions.from_url(settings.redis_url)),
+        latency=LatencyBook(RedisCompletions(_redis(settings.redis_url, threads=concurrency + inflight, timeout_s=1.0))),
         storage=LocalStorage(settings.files_dir),
         sender=TaskSender(app),
         announce_done=announce_done,
@@ -71,7 +75,19 @@ def build_runtime() -> Runtime:
         webhook_http=guarded_client(
             egress, timeout=httpx.Timeout(settings.webhooks.timeout_s, connect=settings.webhooks.connect_timeout_s)
         ),
+        inflight=InflightSteps(limit=inflight),
     )
+
+
+def _redis(url: str, *, threads: int, timeout_s: float) -> Redis:
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=min(threads, 64),
+        timeout=timeout_s,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+    return Redis(connection_pool=pool)
 
 
 def runtime() -> Runtime:
