@@ -16,12 +16,13 @@ from redis import BlockingConnectionPool, Redis, RedisError
 from shared.config import get_settings
 from shared.db.engine import make_engine
 from shared.egress import EgressPolicy, guarded_client
+from shared.errors import ErrorCode
 from shared.logs import configure_logging
 from shared.queue import JOB_DONE_CHANNEL, TaskSender, make_celery
 from shared.storage import LocalStorage
-from worker import kombu_workarounds
+from worker import kombu_workarounds, pipeline
 from worker.channels import ChannelHealth
-from worker.inflight import InflightSteps
+from worker.inflight import InflightCalls
 from worker.inputs import HttpImageLoader
 from worker.latency import LatencyBook, RedisCompletions
 from worker.providers.registry import build_providers, split_default
@@ -45,7 +46,8 @@ def build_runtime() -> Runtime:
     inflight = settings.celery.inflight_submits
     # every pool thread and in-flight step may use Redis at once: a blocking pool waits for a free connection
     # instead of raising (redis-py's default pool refuses the 101st: https://redis.readthedocs.io/en/stable/connections.html)
-    redis = _redis(settings.redis_url, threads=concurrency + inflight, timeout_s=5.0)
+    threads = concurrency + inflight + concurrency  # pool, in-flight calls, their finishers
+    redis = _redis(settings.redis_url, threads=threads, timeout_s=5.0)
 
     def announce_done(job_id: str) -> None:
         try:
@@ -67,7 +69,7 @@ def build_runtime() -> Runtime:
         channels=channels,
         limits=UpstreamLimits(redis, prefix=settings.upstream.key_prefix),
         health=ChannelHealth(redis, settings=settings.upstream),
-        latency=LatencyBook(RedisCompletions(_redis(settings.redis_url, threads=concurrency + inflight, timeout_s=1.0))),
+        latency=LatencyBook(RedisCompletions(_redis(settings.redis_url, threads=threads, timeout_s=1.0))),
         storage=LocalStorage(settings.files_dir),
         sender=TaskSender(app),
         announce_done=announce_done,
@@ -75,8 +77,12 @@ def build_runtime() -> Runtime:
         webhook_http=guarded_client(
             egress, timeout=httpx.Timeout(settings.webhooks.timeout_s, connect=settings.webhooks.connect_timeout_s)
         ),
-        inflight=InflightSteps(limit=inflight),
+        inflight=InflightCalls(limit=inflight, finishers=concurrency, on_crash=_fail_crashed),
     )
+
+
+def _fail_crashed(job_id: str) -> None:
+    pipeline.fail_job_wherever(job_id, code=ErrorCode.INTERNAL_ERROR, message="internal error", rt=runtime())
 
 
 def _redis(url: str, *, threads: int, timeout_s: float) -> Redis:

@@ -18,7 +18,7 @@ from shared.errors import ConfigurationError
 from shared.queue import Route
 from shared.storage import LocalStorage
 from worker.channels import ChannelHealth
-from worker.inflight import InflightSteps
+from worker.inflight import InflightCalls
 from worker.latency import LatencyBook
 from worker.providers.base import ImageProvider
 from worker.upstream_limits import UpstreamLimits
@@ -57,8 +57,8 @@ class Runtime:
     health: ChannelHealth | None = None
     #: recent completion latencies per upstream model: where poll schedules start (Redis in a worker)
     latency: LatencyBook = field(default_factory=LatencyBook.in_memory)
-    #: where submit steps run (their upstream calls last seconds): beside the Celery pool in a worker
-    inflight: InflightSteps = field(default_factory=InflightSteps.inline)
+    #: where submit calls to upstreams run (a sync generation lasts seconds): beside the Celery pool in a worker
+    inflight: InflightCalls = field(default_factory=InflightCalls.inline)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -18,7 +18,7 @@ M = TypeVar("M", bound=BaseModel)
 ErrorFor = Callable[[httpx.Response], ProviderError]
 
 
-def make_client(*, base_url: str, timeout_s: float, max_connections: int = 32) -> httpx.Client:
+def make_client(*, base_url: str, timeout_s: float, max_connections: int = 1000) -> httpx.Client:
     return httpx.Client(
         base_url=base_url,
         timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
