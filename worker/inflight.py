@@ -36,7 +36,8 @@ CrashHandler = Callable[[str], None]
 class InflightCalls:
     """Up to ``limit`` upstream calls in flight on threads of their own, their follow-ups on ``finishers`` threads.
 
-    ``limit=0`` runs the call and its follow-up in the caller's thread (unit tests, and a worker configured so).
+    ``limit=0`` runs the call and its follow-up in the caller's thread, errors and all (unit tests, and a worker
+    configured so).
     """
 
     def __init__(self, *, limit: int, finishers: int = 1, on_crash: CrashHandler | None = None) -> None:
@@ -66,9 +67,8 @@ class InflightCalls:
 
     def call(self, job_id: str, call: Callable[[], T], *, then: Callable[[Outcome[T]], None]) -> None:
         """Run ``call`` in flight, then ``then(outcome)``; blocks while ``limit`` calls are in flight already."""
-        if self._calls is None:
-            self._count(+1)
-            self._follow_up(job_id, _outcome_of(call), then)
+        if self._calls is None:  # the caller's own guard handles whatever escapes, as for any step it runs
+            then(_outcome_of(call))
             return
         self._slots.acquire()
         self._count(+1)

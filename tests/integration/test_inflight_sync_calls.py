@@ -34,9 +34,7 @@ pytestmark = pytest.mark.integration
 CALLS = 120
 POOL_THREADS = 2
 #: a 1x1 PNG, what every held request is answered with once the barrier opens
-PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
-)
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=")
 
 
 class BarrierUpstream:
