@@ -13,7 +13,6 @@ from shared.errors import ErrorCode
 from shared.queue import TaskName
 from worker import pipeline, sweeper, webhooks
 from worker.app import app, runtime
-from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +32,8 @@ def _failing_job_on_crash(job_id: str) -> Iterator[None]:
 
 @app.task(name=TaskName.SUBMIT_JOB.value)
 def submit_job(job_id: str) -> None:
-    # the step outlives the task: the pool thread is free again while the upstream call is in flight
-    rt = runtime()
-    rt.inflight.hand_off(lambda: _submit(job_id, rt))
-
-
-def _submit(job_id: str, rt: Runtime) -> None:
     with _failing_job_on_crash(job_id):
-        pipeline.submit_job(job_id, rt=rt)
+        pipeline.submit_job(job_id, rt=runtime())
 
 
 @app.task(name=TaskName.POLL_JOB.value)
