@@ -14,7 +14,6 @@ from producer.http.auth import Owner
 from producer.http.context import ApiContext, api_context
 from producer.http.errors import error_response
 from shared.db import jobs_repo
-from shared.db.tables import Job
 from shared.errors import ErrorCode
 from shared.jobs import TERMINAL, ImageRequest, JobStatus
 from shared.views import JobView, job_view
@@ -39,13 +38,15 @@ async def create_generation(
     enqueued = await run_in_threadpool(_enqueue, context, payload, owner)
     job_id = enqueued.job.id
     if not wants_async(payload, prefer) and context.settings.sync_timeout_s > 0:
+        ended: list[JobView] = []
 
-        async def is_done() -> bool:
-            return await run_in_threadpool(_is_terminal, context, job_id)
+        async def is_done() -> bool:  # the view read to decide is the one answered: one read per check
+            ended[:] = [await run_in_threadpool(context.load_view, job_id, owner)]
+            return ended[0].status in TERMINAL
 
-        if await context.waiter.wait(job_id, timeout_s=context.settings.sync_timeout_s, is_done=is_done):
-            view = await run_in_threadpool(context.load_view, job_id, owner)
-            return await _sync_answer(context, view, enqueued.job.response_format)
+        timeout_s = context.settings.sync_timeout_s
+        if await context.waiter.wait(job_id, timeout_s=timeout_s, is_done=is_done, check_first=not enqueued.created):
+            return await _sync_answer(context, ended[0], enqueued.job.response_format)
     if enqueued.created and wants_async(payload, prefer):
         view = job_view(enqueued.job, images=[], cost=None, sign=context.sign)  # just inserted: nothing to read
     else:
@@ -58,12 +59,6 @@ def _enqueue(context: ApiContext, payload: ImageRequest, owner: str) -> Enqueued
         return enqueue_job(
             payload, session=session, owner=owner, sender=context.sender, catalog=context.catalog, egress=context.egress
         )
-
-
-def _is_terminal(context: ApiContext, job_id: str) -> bool:
-    with context.session() as session:
-        job = session.get(Job, job_id)
-    return job is not None and job.status in TERMINAL
 
 
 async def _sync_answer(context: ApiContext, view: JobView, response_format: str) -> JSONResponse:
