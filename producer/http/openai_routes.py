@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -38,15 +39,17 @@ async def create_generation(
     enqueued = await run_in_threadpool(_enqueue, context, payload, owner)
     job_id = enqueued.job.id
     if not wants_async(payload, prefer) and context.settings.sync_timeout_s > 0:
-        ended: list[JobView] = []
+        wants_bytes = enqueued.job.response_format == "b64_json"
+        ended: list[_Ended] = []
 
-        async def is_done() -> bool:  # the view read to decide is the one answered: one read per check
-            ended[:] = [await run_in_threadpool(context.load_view, job_id, owner)]
-            return ended[0].status in TERMINAL
+        async def is_done() -> bool:  # what is read to decide is what is answered: one thread hop, one session
+            outcome = await run_in_threadpool(_load_ended, context, job_id, owner, wants_bytes)
+            ended[:] = [outcome] if outcome is not None else []
+            return outcome is not None
 
         timeout_s = context.settings.sync_timeout_s
         if await context.waiter.wait(job_id, timeout_s=timeout_s, is_done=is_done, check_first=not enqueued.created):
-            return await _sync_answer(context, ended[0], enqueued.job.response_format)
+            return _sync_answer(ended[0])
     if enqueued.created and wants_async(payload, prefer):
         view = job_view(enqueued.job, images=[], cost=None, sign=context.sign)  # just inserted: nothing to read
     else:
@@ -61,7 +64,29 @@ def _enqueue(context: ApiContext, payload: ImageRequest, owner: str) -> Enqueued
         )
 
 
-async def _sync_answer(context: ApiContext, view: JobView, response_format: str) -> JSONResponse:
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """A job that has ended, as a sync answer needs it: its view and, for ``b64_json``, its images' bytes."""
+
+    view: JobView
+    blobs: tuple[bytes, ...] | None
+
+
+def _load_ended(context: ApiContext, job_id: str, owner: str, wants_bytes: bool) -> _Ended | None:
+    """The ended job (None while it runs: then nothing else is read)."""
+    with context.session() as session:
+        job = jobs_repo.get_job(session=session, job_id=job_id, owner=owner)
+        if job.status not in TERMINAL:
+            return None
+        images = jobs_repo.list_images(session=session, job_id=job_id)
+        cost = jobs_repo.get_cost(session=session, job_id=job_id)
+    view = job_view(job, images=images, cost=cost, sign=context.sign)
+    blobs = tuple(context.storage.get(image.storage_key) for image in images) if wants_bytes else None
+    return _Ended(view=view, blobs=blobs)
+
+
+def _sync_answer(ended: _Ended) -> JSONResponse:
+    view = ended.view
     if view.status == JobStatus.CANCELLED:
         response = error_response(409, "The task was cancelled.", code="task_cancelled")
         response.headers["x-task-id"] = view.id
@@ -73,19 +98,12 @@ async def _sync_answer(context: ApiContext, view: JobView, response_format: str)
         response.headers["x-task-id"] = view.id
         return response
     data: list[dict[str, Any]]
-    if response_format == "b64_json":
-        blobs = await run_in_threadpool(_read_images, context, view.id)
-        data = [{"b64_json": base64.b64encode(blob).decode("ascii")} for blob in blobs]
+    if ended.blobs is not None:
+        data = [{"b64_json": base64.b64encode(blob).decode("ascii")} for blob in ended.blobs]
     else:
         data = [{"url": image.url} for image in view.data]
     body = view.model_dump(mode="json", exclude={"data"}) | {"created": view.created, "data": data}
     return JSONResponse(body, status_code=200)
-
-
-def _read_images(context: ApiContext, job_id: str) -> list[bytes]:
-    with context.session() as session:
-        images = jobs_repo.list_images(session=session, job_id=job_id)
-    return [context.storage.get(image.storage_key) for image in images]
 
 
 @router.get("/v1/images/generations/{task_id}")
