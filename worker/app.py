@@ -64,6 +64,7 @@ def build_runtime() -> Runtime:
     )
     return Runtime(
         settings=settings,
+        # pool threads and finisher threads (as many) may each hold a connection: pool_size + overflow covers both
         engine=make_engine(settings.database_url, pool_size=min(concurrency, 20)),
         providers=providers,
         channels=channels,
@@ -77,7 +78,7 @@ def build_runtime() -> Runtime:
         webhook_http=guarded_client(
             egress, timeout=httpx.Timeout(settings.webhooks.timeout_s, connect=settings.webhooks.connect_timeout_s)
         ),
-        inflight=InflightCalls(limit=inflight, finishers=concurrency, on_crash=_fail_crashed),
+        inflight=InflightCalls(limit=inflight, finishers=min(concurrency, 20), on_crash=_fail_crashed),
     )
 
 

@@ -15,18 +15,20 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """Create the engine for ``url``; call once per process (after any fork)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database)
+        return _sqlite_engine(url, parsed.database, pool_size=pool_size)
     if parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def _sqlite_engine(url: str, database: str | None) -> Engine:
+def _sqlite_engine(url: str, database: str | None, *, pool_size: int) -> Engine:
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
+        # as many connections as threads may want one at once (a memory database keeps SQLAlchemy's own pool)
+        **({} if database in (None, "", ":memory:") else {"pool_size": pool_size, "max_overflow": pool_size}),
     )
 
     @event.listens_for(engine, "connect")
