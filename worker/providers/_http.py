@@ -12,17 +12,19 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from shared.errors import ProviderError, TransientProviderError, UnexpectedResponseError
+from worker.http_transport import PerThreadTransport
 
 M = TypeVar("M", bound=BaseModel)
 #: an adapter's mapping of a non-200 answer onto our error tree
 ErrorFor = Callable[[httpx.Response], ProviderError]
 
 
-def make_client(*, base_url: str, timeout_s: float, max_connections: int = 1000) -> httpx.Client:
+def make_client(*, base_url: str, timeout_s: float) -> httpx.Client:
+    """An adapter's client: a connection pool per calling thread, as many calls in flight as there are threads."""
     return httpx.Client(
         base_url=base_url,
         timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        transport=PerThreadTransport(),
         trust_env=False,
         follow_redirects=False,
     )
