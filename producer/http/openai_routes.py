@@ -9,12 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from sqlmodel import Session
 
 from producer.enqueue import Enqueued, enqueue_job
 from producer.http.auth import Owner
 from producer.http.context import ApiContext, api_context
 from producer.http.errors import error_response
 from shared.db import jobs_repo
+from shared.db.engine import reading
 from shared.errors import ErrorCode
 from shared.jobs import TERMINAL, ImageRequest, JobStatus
 from shared.views import JobView, job_view
@@ -73,8 +75,9 @@ class _Ended:
 
 
 def _load_ended(context: ApiContext, job_id: str, owner: str, wants_bytes: bool) -> _Ended | None:
-    """The ended job (None while it runs: then nothing else is read)."""
-    with context.session() as session:
+    """The ended job (None while it runs: then nothing else is read). A read-only transaction: waiting callers
+    never queue for SQLite's write lock behind the workers' writes."""
+    with Session(reading(context.engine), expire_on_commit=False) as session:
         job = jobs_repo.get_job(session=session, job_id=job_id, owner=owner)
         if job.status not in TERMINAL:
             return None

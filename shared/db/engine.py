@@ -11,6 +11,15 @@ from sqlalchemy.engine import make_url
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+#: the execution option that marks a transaction as read-only (see ``reading``)
+_READ_ONLY = "imagejobs_read_only"
+
+
+def reading(engine: Engine) -> Engine:
+    """``engine`` for transactions that only read: on SQLite they take no write lock (elsewhere: no change)."""
+    return engine.execution_options(**{_READ_ONLY: True})
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """Create the engine for ``url``; call once per process (after any fork)."""
     parsed = make_url(url)
@@ -44,6 +53,9 @@ def _sqlite_engine(url: str, database: str | None, *, pool_size: int) -> Engine:
     def _begin_immediate(connection: Any) -> None:
         # Take the write lock up front: a deferred transaction that reads and then writes cannot wait
         # for the lock (SQLite fails it with "database is locked" at once), an immediate one can.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader (``reading``) takes no lock at all: in WAL mode it reads a snapshot and never waits for,
+        # nor holds up, a writer (https://www.sqlite.org/wal.html#concurrency).
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
     return engine
