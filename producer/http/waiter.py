@@ -2,9 +2,10 @@
 
 The listener also remembers which jobs were announced done in the last ``remember_s`` seconds, so a waiter
 whose job ended before it started waiting (a fast upstream) is answered without waiting for a re-check. The
-database is asked only when there is something to confirm: once the job is announced done, and at least
-every ``recheck_s`` seconds in case an announcement was missed (Redis restart, a subscription not yet
-active) — never trusting a message alone, and never reading a job that nothing says has changed.
+database is asked only when there is something to confirm: once the job is announced done, whenever the
+subscription (re)starts (announcements made while it was down are lost, so every waiter looks once), and
+every ``recheck_s`` seconds as the last resort — never trusting a message alone, and not re-reading hundreds
+of waiting jobs every few seconds when nothing says they changed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class JobWaiter:
-    def __init__(self, redis: Redis, *, recheck_s: float = 2.0, remember_s: float = 30.0) -> None:
+    def __init__(self, redis: Redis, *, recheck_s: float = 10.0, remember_s: float = 30.0) -> None:
         self._redis = redis
         self._recheck_s = recheck_s
         self._remember_s = remember_s
@@ -93,6 +94,12 @@ class JobWaiter:
             if not future.done():
                 future.set_result(None)
 
+    def _wake_everyone(self) -> None:
+        for futures in self._waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
     async def _listen(self) -> None:
         while True:
             try:
@@ -102,6 +109,8 @@ class JobWaiter:
                         if message.get("type") == "message":
                             data = message["data"]
                             self._wake(data.decode() if isinstance(data, bytes) else str(data))
+                        elif message.get("type") == "subscribe":
+                            self._wake_everyone()  # announcements made while unsubscribed were missed
             except (RedisError, OSError):
                 log.warning("job-done subscription lost; retrying in 1s (waiters fall back to the database)")
                 await asyncio.sleep(1.0)

@@ -106,3 +106,18 @@ def test_check_first_reads_at_once() -> None:
         return database
 
     assert asyncio.run(scenario()).reads == 1
+
+
+def test_a_new_subscription_makes_every_waiter_look_once() -> None:
+    async def scenario() -> Database:
+        waiter, _publisher = await _started()
+        database = Database()
+        waiting = asyncio.create_task(waiter.wait("job-6", timeout_s=60, is_done=database.is_done, check_first=False))
+        await asyncio.sleep(0.1)
+        database.ended = True  # ended while the subscription was down: its announcement is lost
+        waiter._wake_everyone()  # what the listener does when its subscription is (re)confirmed
+        assert await asyncio.wait_for(waiting, timeout=10)
+        await waiter.stop()
+        return database
+
+    assert asyncio.run(scenario()).reads == 1
