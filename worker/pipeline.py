@@ -17,6 +17,7 @@ from sqlmodel import Session, col
 
 from shared.catalog import PollingPolicy
 from shared.db import jobs_repo
+from shared.db.engine import reading
 from shared.db.tables import Job, WebhookDelivery
 from shared.errors import (
     ErrorCode,
@@ -48,7 +49,7 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
     to wait goes back to its queue unclaimed, so waiting for capacity is never a submit attempt.
     """
     now = rt.clock()
-    with rt.session() as session:
+    with Session(reading(rt.engine), expire_on_commit=False) as session:  # the claim below is the compare-and-set
         job = session.get(Job, job_id)
     if job is None or not _claimable(job, now):
         log.info("job %s submit skipped (status=%s)", job_id, job.status if job else "missing")
