@@ -45,6 +45,9 @@ class CelerySettings(BaseModel):
     soft_time_limit_s: int = Field(default=240, ge=5)
     time_limit_s: int = Field(default=270, ge=10)
     worker_concurrency: int = Field(default=16, ge=1, le=512)
+    #: submit steps (claim, upstream call, finish) one worker process keeps in flight beside its pool; 0: run them
+    #: on the pool's threads (a 5–60 s sync generation then holds a pool thread for its whole duration)
+    inflight_submits: int = Field(default=1000, ge=0, le=10_000)
     eta_task_limit: int = Field(default=2000, ge=10)
     task_events: bool = True
     #: a stopping worker gives running tasks this long before its cold shutdown restores what it holds

@@ -11,19 +11,20 @@ import threading
 
 import httpx
 from celery import Celery, signals
-from redis import Redis, RedisError
+from redis import BlockingConnectionPool, Redis, RedisError
 
 from shared.catalog import catalog_for
 from shared.config import get_settings
 from shared.db.engine import make_engine
 from shared.egress import EgressPolicy, guarded_client
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, ErrorCode
 from shared.logs import configure_logging
 from shared.provider_modes import log_provider_report
 from shared.queue import JOB_DONE_CHANNEL, TaskSender, make_celery
 from shared.storage import open_storage
-from worker import kombu_workarounds
+from worker import kombu_workarounds, pipeline
 from worker.channels import ChannelHealth
+from worker.inflight import InflightCalls
 from worker.inputs import HttpImageLoader
 from worker.latency import LatencyBook, RedisCompletions
 from worker.liveness import heartbeat_step
@@ -58,7 +59,11 @@ _runtime_lock = threading.Lock()
 
 def build_runtime() -> Runtime:
     concurrency = settings.celery.worker_concurrency
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    inflight = settings.celery.inflight_submits
+    # every pool thread and in-flight step may use Redis at once: a blocking pool waits for a free connection
+    # instead of raising (redis-py's default pool refuses the 101st: https://redis.readthedocs.io/en/stable/connections.html)
+    threads = concurrency + inflight + concurrency  # pool, in-flight calls, their finishers
+    redis = _redis(settings.redis_url, threads=threads, timeout_s=5.0)
 
     def announce_done(job_id: str) -> None:
         try:
@@ -75,12 +80,13 @@ def build_runtime() -> Runtime:
     )
     return Runtime(
         settings=settings,
+        # pool threads and finisher threads (as many) may each hold a connection: pool_size + overflow covers both
         engine=make_engine(settings.database_url, pool_size=min(concurrency, 20)),
         providers=providers,
         channels=channels,
         limits=UpstreamLimits(redis, prefix=settings.upstream.key_prefix),
         health=ChannelHealth(redis, settings=settings.upstream),
-        latency=LatencyBook(RedisCompletions.from_url(settings.redis_url)),
+        latency=LatencyBook(RedisCompletions(_redis(settings.redis_url, threads=threads, timeout_s=1.0))),
         storage=open_storage(settings),
         sender=TaskSender(app),
         announce_done=announce_done,
@@ -88,7 +94,23 @@ def build_runtime() -> Runtime:
         webhook_http=guarded_client(
             egress, timeout=httpx.Timeout(settings.webhooks.timeout_s, connect=settings.webhooks.connect_timeout_s)
         ),
+        inflight=InflightCalls(limit=inflight, finishers=min(concurrency, 20), on_crash=_fail_crashed),
     )
+
+
+def _fail_crashed(job_id: str) -> None:
+    pipeline.fail_job_wherever(job_id, code=ErrorCode.INTERNAL_ERROR, message="internal error", rt=runtime())
+
+
+def _redis(url: str, *, threads: int, timeout_s: float) -> Redis:
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=min(threads, 64),
+        timeout=timeout_s,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+    return Redis(connection_pool=pool)
 
 
 def runtime() -> Runtime:

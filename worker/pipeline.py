@@ -17,6 +17,7 @@ from sqlmodel import Session, col
 
 from shared.catalog import PollingPolicy
 from shared.db import jobs_repo
+from shared.db.engine import reading
 from shared.db.tables import Job, WebhookDelivery
 from shared.errors import (
     ErrorCode,
@@ -32,9 +33,10 @@ from shared.queue import route_of
 from shared.upstream_callbacks import callback_url
 from worker import admission as admission_
 from worker import channels, safety_poll
+from worker.inflight import Outcome
 from worker.latency import Completion, latency_key
 from worker.polling import clamp_to_deadline, next_poll_delay, with_profile
-from worker.providers.base import Accepted, Completed, JobSpec, PollResult, ResultImage, UpstreamState
+from worker.providers.base import Accepted, Completed, JobSpec, PollResult, ResultImage, Submission, UpstreamState
 from worker.results import store_results
 from worker.runtime import Runtime
 from worker.upstream_limits import Granted
@@ -52,7 +54,7 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
     to wait goes back to its queue unclaimed, so waiting for capacity is never a submit attempt.
     """
     now = rt.clock()
-    with rt.session() as session:
+    with Session(reading(rt.engine), expire_on_commit=False) as session:  # the claim below is the compare-and-set
         job = session.get(Job, job_id)
     if job is None or not _claimable(job, now):
         log.info("job %s submit skipped (status=%s)", job_id, job.status if job else "missing")
@@ -116,8 +118,17 @@ def _spec_of(job: Job, attempt: int, params: dict[str, Any], *, rt: Runtime) -> 
 
 def _submit_claimed(job: Job, spec: JobSpec, *, channel: str, rt: Runtime) -> None:
     provider = rt.adapter(job.provider, channel)
+    # the call runs in flight beside the pool (a sync generation takes seconds); what follows runs once it ends
+    rt.inflight.call(
+        job.id,
+        lambda: provider.submit(spec),
+        then=lambda outcome: _submitted(job, spec, outcome, channel=channel, rt=rt),
+    )
+
+
+def _submitted(job: Job, spec: JobSpec, outcome: Outcome[Submission], *, channel: str, rt: Runtime) -> None:
     try:
-        submission = provider.submit(spec)
+        submission = outcome()
     except (TransientProviderError, PermanentProviderError) as exc:
         _submit_failed(job, spec.attempt, exc, channel=channel, rt=rt)
         return

@@ -18,6 +18,7 @@ from shared.errors import ConfigurationError
 from shared.queue import Route
 from shared.storage import ObjectStorage
 from worker.channels import ChannelHealth
+from worker.inflight import InflightCalls
 from worker.latency import LatencyBook
 from worker.providers.base import ImageProvider
 from worker.upstream_limits import UpstreamLimits
@@ -56,6 +57,8 @@ class Runtime:
     health: ChannelHealth | None = None
     #: recent completion latencies per upstream model: where poll schedules start (Redis in a worker)
     latency: LatencyBook = field(default_factory=LatencyBook.in_memory)
+    #: where submit calls to upstreams run (a sync generation lasts seconds): beside the Celery pool in a worker
+    inflight: InflightCalls = field(default_factory=InflightCalls.inline)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -72,6 +75,7 @@ class Runtime:
             raise ConfigurationError(f"{provider}: no channel {channel!r} is configured") from None
 
     def close(self) -> None:
+        self.inflight.shutdown(wait=True)
         for provider in self.providers.values():
             provider.close()
         for adapters in self.channels.values():

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
+from sqlmodel import Session
 
 from producer.http.auth import CurrentTenant, Owner
 from producer.http.context import ApiContext, api_context
@@ -21,6 +23,7 @@ from producer.http.errors import error_response
 from producer.http.image_events import EventKind, job_events
 from producer.keys import Tenant
 from shared.db import jobs_repo
+from shared.db.engine import reading
 from shared.db.tables import Job
 from shared.errors import ErrorCode, InvalidRequestError
 from shared.jobs import TERMINAL, ImageRequest, JobStatus
@@ -84,10 +87,18 @@ async def answer_images(
             read_partials=_reader(context, _read_partials),
         )
         return StreamingResponse(stream, media_type="text/event-stream", headers={"x-task-id": job_id})
-    waits = not wants_async(payload, prefer) and context.settings.sync_timeout_s > 0
-    if waits and await _wait(context, job_id):
-        view = await run_in_threadpool(context.load_view, job_id, owner)
-        return await _sync_answer(context, view, enqueued.job.response_format)
+    if not wants_async(payload, prefer) and context.settings.sync_timeout_s > 0:
+        wants_bytes = enqueued.job.response_format == "b64_json"
+        ended: list[_Ended] = []
+
+        async def is_done() -> bool:  # what is read to decide is what is answered: one thread hop, one session
+            outcome = await run_in_threadpool(_load_ended, context, job_id, owner, wants_bytes)
+            ended[:] = [outcome] if outcome is not None else []
+            return outcome is not None
+
+        timeout_s = context.settings.sync_timeout_s
+        if await context.waiter.wait(job_id, timeout_s=timeout_s, is_done=is_done, check_first=not enqueued.created):
+            return _sync_answer(ended[0])
     if enqueued.created and wants_async(payload, prefer):
         view = job_view(enqueued.job, images=[], cost=None, sign=context.sign)  # just inserted: nothing to read
     else:
@@ -106,6 +117,12 @@ async def _wait(context: ApiContext, job_id: str) -> bool:
     return await context.waiter.wait(job_id, timeout_s=context.settings.sync_timeout_s, is_done=is_done)
 
 
+def _is_terminal(context: ApiContext, job_id: str) -> bool:
+    with Session(reading(context.engine)) as session:
+        job = session.get(Job, job_id)
+    return job is not None and job.status in TERMINAL
+
+
 def _loader(context: ApiContext, owner: str) -> Callable[[str], Awaitable[JobView]]:
     async def load(job_id: str) -> JobView:
         return await run_in_threadpool(context.load_view, job_id, owner)
@@ -122,13 +139,32 @@ def _reader(
     return read
 
 
-def _is_terminal(context: ApiContext, job_id: str) -> bool:
-    with context.session() as session:
-        job = session.get(Job, job_id)
-    return job is not None and job.status in TERMINAL
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """A job that has ended, as a sync answer needs it: its view and, for ``b64_json``, its images' bytes."""
+
+    view: JobView
+    blobs: tuple[bytes, ...] | None
 
 
-async def _sync_answer(context: ApiContext, view: JobView, response_format: str) -> JSONResponse:
+def _load_ended(context: ApiContext, job_id: str, owner: str, wants_bytes: bool) -> _Ended | None:
+    """The ended job (None while it runs: then nothing else is read). A read-only transaction: waiting callers
+    never queue for SQLite's write lock behind the workers' writes."""
+    with Session(reading(context.engine), expire_on_commit=False) as session:
+        job = jobs_repo.get_job(session=session, job_id=job_id, owner=owner)
+        if job.status not in TERMINAL:
+            return None
+        images = jobs_repo.list_images(session=session, job_id=job_id)
+        cost = jobs_repo.get_cost(session=session, job_id=job_id)
+    view = job_view(
+        job, images=images, cost=cost, sign=context.sign, results_kept_s=context.settings.retention.results_s
+    )
+    blobs = tuple(context.storage.get(image.storage_key) for image in images) if wants_bytes else None
+    return _Ended(view=view, blobs=blobs)
+
+
+def _sync_answer(ended: _Ended) -> JSONResponse:
+    view = ended.view
     if view.status == JobStatus.CANCELLED:
         response = error_response(409, "The task was cancelled.", code="task_cancelled")
         response.headers["x-task-id"] = view.id
@@ -140,9 +176,8 @@ async def _sync_answer(context: ApiContext, view: JobView, response_format: str)
         response.headers["x-task-id"] = view.id
         return response
     data: list[dict[str, Any]]
-    if response_format == "b64_json":
-        blobs = await run_in_threadpool(_read_images, context, view.id)
-        data = [{"b64_json": base64.b64encode(blob).decode("ascii")} for blob in blobs]
+    if ended.blobs is not None:
+        data = [{"b64_json": base64.b64encode(blob).decode("ascii")} for blob in ended.blobs]
     else:
         data = [{"url": image.url} for image in view.data]
     body = view.model_dump(mode="json", exclude={"data"}) | {"created": view.created, "data": data}

@@ -47,6 +47,7 @@ from shared.errors import (
     UnexpectedResponseError,
     UpstreamRejectedError,
 )
+from worker.http_transport import PerThreadTransport
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -76,11 +77,12 @@ class ErrorReading:
 ReadError = Callable[[httpx.Response], ErrorReading]
 
 
-def make_client(*, base_url: str, timeout_s: float, max_connections: int = 32) -> httpx.Client:
+def make_client(*, base_url: str, timeout_s: float) -> httpx.Client:
+    """An adapter's client: a connection pool per calling thread, as many calls in flight as there are threads."""
     return httpx.Client(
         base_url=base_url,
         timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        transport=PerThreadTransport(),
         trust_env=False,
         follow_redirects=False,
     )
