@@ -20,12 +20,11 @@ from shared.logs import configure_logging
 from shared.queue import JOB_DONE_CHANNEL, TaskSender, make_celery
 from shared.storage import LocalStorage
 from worker import kombu_workarounds
-from worker.channels import ChannelHealth
+from worker.capacity import Capacity
 from worker.inputs import HttpImageLoader
 from worker.latency import LatencyBook, RedisCompletions
 from worker.providers.registry import build_providers, split_default
 from worker.runtime import Runtime
-from worker.upstream_limits import UpstreamLimits
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +60,7 @@ def build_runtime() -> Runtime:
         engine=make_engine(settings.database_url, pool_size=min(concurrency, 20)),
         providers=providers,
         channels=channels,
-        limits=UpstreamLimits(redis, prefix=settings.upstream.key_prefix),
-        health=ChannelHealth(redis, settings=settings.upstream),
+        capacity=Capacity.redis(redis, settings),
         latency=LatencyBook(RedisCompletions.from_url(settings.redis_url)),
         storage=LocalStorage(settings.files_dir),
         sender=TaskSender(app),

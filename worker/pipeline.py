@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from redis.exceptions import RedisError
 from sqlmodel import Session, col
 
 from shared.catalog import PollingPolicy
@@ -28,14 +27,13 @@ from shared.errors import (
 from shared.jobs import TERMINAL, JobStatus
 from shared.queue import route_of
 from shared.upstream_callbacks import callback_url
-from worker import admission as admission_
-from worker import channels, safety_poll
+from worker import safety_poll
+from worker.capacity import Admitted, Fail, Refusing, RetryElsewhere, RetryHere, Waiting
 from worker.latency import Completion, latency_key
 from worker.polling import clamp_to_deadline, next_poll_delay, with_profile
 from worker.providers.base import Accepted, Completed, JobSpec, PollResult, ResultImage, UpstreamState
 from worker.results import store_results
 from worker.runtime import Runtime
-from worker.upstream_limits import Granted
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +41,7 @@ log = logging.getLogger(__name__)
 def submit_job(job_id: str, *, rt: Runtime) -> None:
     """Claim a queued job (or one whose submitting worker vanished) and hand it to its upstream.
 
-    Upstream capacity comes first (``channels.admit``: a channel, a token and the job's slots there). A job that has
+    Upstream capacity comes first (``Capacity.admit``: a channel, a token and the job's slots there). A job that has
     to wait goes back to its queue unclaimed, so waiting for capacity is never a submit attempt.
     """
     now = rt.clock()
@@ -58,15 +56,17 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
             job_id, from_=from_, code=ErrorCode.TOO_MANY_ATTEMPTS, message="gave up after repeated attempts", rt=rt
         )
         return
-    admission = admission_.admit(job, now=now, rt=rt)
-    if isinstance(admission, channels.Waiting):
-        admission_.defer_submit(job, admission.wait_s, why=admission.why, rt=rt)
-        return
-    if isinstance(admission, channels.Refusing):
-        fail_job(job_id, from_=from_, code=admission.code, message=admission.message, rt=rt)
-        return
-    if admission is None:
-        return  # Redis unreachable: the job stays queued and the sweeper sends it again
+    match rt.capacity.admit(job, now=now):
+        case Waiting(wait_s=None):
+            return  # capacity cannot be checked (Redis unreachable): the sweeper sends the job again
+        case Waiting(wait_s=float(wait_s), why=why):
+            _defer_submit(job, wait_s, why=why, rt=rt)
+            return
+        case Refusing(code=code, message=message):
+            fail_job(job_id, from_=from_, code=code, message=message, rt=rt)
+            return
+        case Admitted() as admission:
+            pass
     with rt.session() as session, session.begin():
         claimed = jobs_repo.transition(
             session=session,
@@ -81,9 +81,37 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
             channel=admission.channel,
         )
     if not claimed:
-        admission_.after_lost_claim(job_id, admission.channel, rt=rt)
+        _after_lost_claim(job, admission.channel, rt=rt)
         return
     _submit_claimed(job, _spec_of(job, attempt, rt=rt), channel=admission.channel, rt=rt)
+
+
+def _defer_submit(job: Job, delay: float, *, why: str, rt: Runtime) -> None:
+    """Back to the queue for ``delay`` seconds, unclaimed.
+
+    ``dispatched_at`` moves to when the message is due: the sweeper leaves the job alone meanwhile, and a
+    duplicate message of a job deferred a moment ago (its ``dispatched_at`` already ahead) ends here.
+    """
+    now = rt.clock()
+    with rt.session() as session, session.begin():
+        won = jobs_repo.touch_dispatch(
+            session=session,
+            job_id=job.id,
+            status=JobStatus(job.status),
+            not_since=now + timedelta(seconds=delay / 2),
+            now=now + timedelta(seconds=delay),
+        )
+    if won:
+        log.debug("job %s waits %.2fs: %s", job.id, delay, why)
+        rt.sender.submit(job.id, route=route_of(job), countdown_s=delay)
+
+
+def _after_lost_claim(job: Job, channel: str, *, rt: Runtime) -> None:
+    """Another worker moved the job on: the slots taken stay only if the job still uses this channel."""
+    with rt.session() as session:
+        now_ = session.get(Job, job.id)
+    if now_ is None or now_.status in TERMINAL or now_.channel != channel:
+        rt.capacity.release(job, channel)
 
 
 def _claimable(job: Job, now: datetime) -> bool:
@@ -111,9 +139,7 @@ def _submit_claimed(job: Job, spec: JobSpec, *, channel: str, rt: Runtime) -> No
     except (TransientProviderError, PermanentProviderError) as exc:
         _submit_failed(job, spec.attempt, exc, channel=channel, rt=rt)
         return
-    if rt.health is not None:
-        with admission_.tolerating_redis(job.id, "end the channel's failure streak"):
-            rt.health.succeeded(job.provider, channel)
+    rt.capacity.after_submit_success(job, channel)
     if isinstance(submission, Completed):
         finish_job(job.id, from_=JobStatus.SUBMITTING, provider=job.provider, images=submission.images, rt=rt,
                    served_model=submission.served_model)  # fmt: skip
@@ -143,34 +169,15 @@ def _start_polling(job: Job, accepted: Accepted, *, attempt: int, rt: Runtime) -
 
 
 def _submit_failed(job: Job, attempt: int, error: ProviderError, *, channel: str, rt: Runtime) -> None:
-    """Count the failure against the channel if it is the channel's fault; then retry (on another channel when the
-    upstream surely has no task: failover) or fail.
-
-    A timeout after sending keeps the job on its channel (pinned) with its slots: the task may exist there.
-    """
-    fault = channels.fault_of(error, provider=job.provider)
-    pinned = fault is None or channels.may_have_reached_upstream(error)
-    elsewhere = False
-    if fault is not None:
-        with admission_.tolerating_redis(job.id, "count a failure against its channel"):
-            if rt.health is not None:
-                retry_after = error.retry_after_s if isinstance(error, RateLimitedError) else None
-                rest = rt.health.failed(job.provider, channel, fault, code=error.code, retry_after_s=retry_after)
-                if rest > 0:
-                    log.warning("%s channel %s rests %.0fs after %s", job.provider, channel, rest, error.code)
-                if not pinned:
-                    rt.health.avoid(job.id, channel)
-            elsewhere = not pinned and channels.has_alternative(
-                job.provider, channel, settings=rt.settings, health=rt.health
-            )
-    if not pinned:
-        admission_.release_slots(job.provider, channel, job.id, rt=rt)  # the upstream has no task: nothing holds them
-    if isinstance(error, TransientProviderError) or (elsewhere and fault == channels.Fault.CREDENTIAL):
-        delay = 0.0 if elsewhere else None
-        keep = channel if pinned else None
-        _hand_back_for_retry(job, attempt=attempt, error=error, channel=keep, delay_s=delay, rt=rt)
-        return
-    fail_job(job.id, from_=JobStatus.SUBMITTING, code=error.code, message=error.message, rt=rt)
+    """Retry on the same channel, on whichever admits the job, or fail: capacity decides (``after_failure``)."""
+    match rt.capacity.after_submit_failure(job, channel, error):
+        case RetryHere():
+            _hand_back_for_retry(job, attempt=attempt, error=error, channel=channel, rt=rt)
+        case RetryElsewhere(at_once=at_once):
+            _hand_back_for_retry(job, attempt=attempt, error=error, channel=None, delay_s=0.0 if at_once else None,
+                                 rt=rt)  # fmt: skip
+        case Fail():
+            fail_job(job.id, from_=JobStatus.SUBMITTING, code=error.code, message=error.message, rt=rt)
 
 
 def _hand_back_for_retry(
@@ -258,25 +265,17 @@ def _ask_upstream(job: Job, poll_count: int, *, rt: Runtime) -> tuple[PollResult
 def _poll_token(job: Job, poll_count: int, *, rt: Runtime) -> bool:
     """A token of the job's channel for this poll. Without one, the same link comes back when a token is due (no
     poll counted); with Redis unreachable, the sweeper restarts the link once it is overdue."""
-    limits = rt.limits
-    channel = next((c for c in channels.channels_of(rt.settings, job.provider) if c.name == job.channel), None)
-    if limits is None or channel is None or channel.limits.requests_per_second is None:
-        return True
-    try:
-        outcome = limits.acquire(job.provider, channel.name, limits=channel.limits, holder=job.id, slots=0)
-    except RedisError:
-        log.warning("job %s: upstream limits unavailable (Redis); poll left for the sweeper", job.id, exc_info=True)
-        return False
-    if isinstance(outcome, Granted):
-        return True
-    now = rt.clock()
-    delay = admission_.jittered(outcome.wait_s or 0.0)
-    with rt.session() as session, session.begin():
-        won = jobs_repo.touch_poll(
-            session=session, job_id=job.id, poll_count=poll_count, next_poll_at=now + timedelta(seconds=delay)
-        )
-    if won:
-        rt.sender.poll(job.id, poll_count, route=route_of(job), countdown_s=delay)
+    match rt.capacity.admit_poll(job):
+        case Admitted():
+            return True
+        case Waiting(wait_s=float(delay)):
+            now = rt.clock()
+            with rt.session() as session, session.begin():
+                won = jobs_repo.touch_poll(
+                    session=session, job_id=job.id, poll_count=poll_count, next_poll_at=now + timedelta(seconds=delay)
+                )
+            if won:
+                rt.sender.poll(job.id, poll_count, route=route_of(job), countdown_s=delay)
     return False
 
 
@@ -438,8 +437,7 @@ def _end(
 
 
 def _after_terminal(job: Job, delivery: WebhookDelivery | None, *, rt: Runtime) -> None:
-    if job.channel is not None:  # the job's upstream task is over: its concurrency slots are free
-        admission_.release_slots(job.provider, job.channel, job.id, rt=rt)
+    rt.capacity.release(job)  # the job's upstream task is over: its concurrency slots are free
     rt.announce_done(job.id)
     if delivery is not None and delivery.id is not None:
         rt.sender.webhook(delivery.id)

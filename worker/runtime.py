@@ -17,10 +17,9 @@ from shared.db.tables import utcnow
 from shared.errors import ConfigurationError
 from shared.queue import Route
 from shared.storage import LocalStorage
-from worker.channels import ChannelHealth
+from worker.capacity import Capacity
 from worker.latency import LatencyBook
 from worker.providers.base import ImageProvider
-from worker.upstream_limits import UpstreamLimits
 
 
 class Sender(Protocol):
@@ -47,13 +46,11 @@ class Runtime:
     downloads: httpx.Client
     #: posts webhooks (no redirects, no proxies from the environment)
     webhook_http: httpx.Client
+    #: channels, limits and channel health (``Capacity.redis`` in a worker, ``Capacity.in_memory`` in tests)
+    capacity: Capacity
     clock: Callable[[], datetime] = field(default=utcnow)
     #: adapters of the extra channels (``IMAGEJOBS_<PROVIDER>__CHANNELS``): provider → channel name → adapter
     channels: Mapping[str, Mapping[str, ImageProvider]] = field(default_factory=dict)
-    #: fleet-wide requests-per-second and concurrency limits per channel (None: unlimited)
-    limits: UpstreamLimits | None = None
-    #: channels' failure streaks and rests (None: every channel always healthy)
-    health: ChannelHealth | None = None
     #: recent completion latencies per upstream model: where poll schedules start (Redis in a worker)
     latency: LatencyBook = field(default_factory=LatencyBook.in_memory)
 

@@ -1,4 +1,4 @@
-"""``worker.upstream_limits``: the Redis token bucket and concurrency slots (the real Lua script on fakeredis)."""
+"""``worker.capacity.limits``: the Redis token bucket and concurrency slots (the real Lua script on fakeredis)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import fakeredis
 import pytest
 
 from shared.db.tables import utcnow
-from worker.upstream_limits import (
+from worker.capacity.limits import (
     DEFAULT_HOLD_S,
     HOLD_GRACE_S,
     ChannelLimits,

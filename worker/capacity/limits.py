@@ -1,8 +1,8 @@
 """Fleet-wide upstream limits per channel, shared by every worker process through Redis.
 
-A *channel* is one credential of one provider (``worker/channels.py``). Each channel has two limits, checked and
-taken together by one Lua script: atomically, and on Redis' clock (``TIME``), so all worker processes on all hosts
-share one state and one clock.
+A *channel* is one credential of one provider (``worker/capacity/channels.py``). Each channel has two limits,
+checked and taken together by one Lua script: atomically, and on Redis' clock (``TIME``), so all worker processes
+on all hosts share one state and one clock.
 
 - **Requests per second**: a token bucket of capacity ``burst``, refilled at ``requests_per_second``. A request
   takes ``cost`` tokens; with ``burst = 1`` (the default) requests are spaced at least ``1 / rate`` apart. A cost
@@ -35,7 +35,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from redis import Redis
 
@@ -114,6 +114,24 @@ class Refused:
 
 
 Acquired = Granted | Refused
+
+
+class Limits(Protocol):
+    """Where tokens and slots are kept: Redis in workers (``UpstreamLimits``), nowhere in tests (``Unlimited``)."""
+
+    def acquire(
+        self,
+        provider: str,
+        channel: str,
+        *,
+        limits: ChannelLimits,
+        holder: str,
+        slots: int = 0,
+        hold_s: float = ...,
+        cost: float = 1.0,
+    ) -> Acquired: ...
+
+    def release(self, provider: str, channel: str, holder: str) -> None: ...
 
 
 class UpstreamLimits:
