@@ -22,9 +22,9 @@ from shared.storage import LocalStorage
 from worker import kombu_workarounds
 from worker.capacity import Capacity
 from worker.inputs import HttpImageLoader
-from worker.latency import LatencyBook, RedisCompletions
 from worker.providers.registry import build_providers, split_default
 from worker.runtime import Runtime
+from worker.scheduling.latency import LatencyBook, RedisCompletions
 
 log = logging.getLogger(__name__)
 

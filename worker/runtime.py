@@ -18,8 +18,8 @@ from shared.errors import ConfigurationError
 from shared.queue import Route
 from shared.storage import LocalStorage
 from worker.capacity import Capacity
-from worker.latency import LatencyBook
-from worker.providers.base import ImageProvider
+from worker.providers.base import ImageProvider, Pollable, as_pollable
+from worker.scheduling.latency import LatencyBook
 
 
 class Sender(Protocol):
@@ -67,6 +67,10 @@ class Runtime:
             return self.channels[provider][channel]
         except KeyError:
             raise ConfigurationError(f"{provider}: no channel {channel!r} is configured") from None
+
+    def pollable(self, provider: str, channel: str | None) -> Pollable:
+        """The adapter of an async upstream's channel, which a running job's poll asks."""
+        return as_pollable(self.adapter(provider, channel))
 
     def close(self) -> None:
         for provider in self.providers.values():

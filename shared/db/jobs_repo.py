@@ -6,7 +6,7 @@ transition, its cost row, its images, its event and its webhook row land in one 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -47,22 +47,77 @@ def transition(
     from_: JobStatus,
     to: JobStatus,
     detail: str | None = None,
-    when: ColumnElement[bool] | None = None,
     now: datetime | None = None,
-    **changes: Any,
 ) -> bool:
-    """Compare-and-set ``from_ → to`` (plus ``changes``); appends an event and returns True if it won."""
-    if not can_transition(from_, to):
-        raise ValueError(f"{from_} → {to} is not a job transition")
-    now = now or utcnow()
-    conditions = [col(Job.id) == job_id, col(Job.status) == from_]
-    if when is not None:
-        conditions.append(when)
-    statement = update(Job).where(*conditions).values(status=to, updated_at=now, **changes)
-    won = session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
-    if won:
-        session.add(JobEvent(job_id=job_id, from_status=from_, to_status=to, at=now, detail=detail))
-    return won
+    """A plain compare-and-set ``from_ → to`` (no other column changes); appends an event and returns True if it
+    won. The worker's steps use the named verbs below, which change what their step changes."""
+    return _compare_and_set(session, job_id, from_=from_, to=to, now=now or utcnow(), detail=detail)
+
+
+def claim_submit(
+    *,
+    session: Session,
+    job_id: str,
+    from_: JobStatus,
+    expected_attempts: int,
+    lease_until: datetime,
+    channel: str,
+    now: datetime,
+) -> bool:
+    """``queued`` (or ``submitting`` with an expired lease) ``→ submitting``, as attempt ``expected_attempts + 1``
+    on ``channel``: only one of the workers holding the same message wins."""
+    attempt = expected_attempts + 1
+    return _compare_and_set(
+        session,
+        job_id,
+        from_=from_,
+        to=JobStatus.SUBMITTING,
+        now=now,
+        detail=f"attempt {attempt}",
+        where=[col(Job.submit_attempts) == expected_attempts],
+        values={"submit_attempts": attempt, "lease_until": lease_until, "channel": channel},
+    )
+
+
+def start_running(
+    *, session: Session, job_id: str, attempt: int, upstream_task_id: str, next_poll_at: datetime, now: datetime
+) -> bool:
+    """``submitting → running`` for the submit attempt ``attempt`` that created ``upstream_task_id``."""
+    return _compare_and_set(
+        session,
+        job_id,
+        from_=JobStatus.SUBMITTING,
+        to=JobStatus.RUNNING,
+        now=now,
+        detail=f"upstream task {upstream_task_id}",
+        where=[col(Job.submit_attempts) == attempt],
+        values={"upstream_task_id": upstream_task_id, "poll_count": 0, "next_poll_at": next_poll_at,
+                "lease_until": None},
+    )  # fmt: skip
+
+
+def hand_back(
+    *,
+    session: Session,
+    job_id: str,
+    attempt: int,
+    channel: str | None,
+    dispatch_at: datetime,
+    reason: str,
+    now: datetime,
+) -> bool:
+    """``submitting → queued`` after the failed submit attempt ``attempt``, due again at ``dispatch_at``: pinned to
+    ``channel``, or (None) free to go to whichever channel admits it."""
+    return _compare_and_set(
+        session,
+        job_id,
+        from_=JobStatus.SUBMITTING,
+        to=JobStatus.QUEUED,
+        now=now,
+        detail=reason[:1000],
+        where=[col(Job.submit_attempts) == attempt],
+        values={"lease_until": None, "dispatched_at": dispatch_at, "channel": channel},
+    )
 
 
 def end_job(
@@ -73,30 +128,32 @@ def end_job(
     to: JobStatus,
     now: datetime,
     detail: str | None = None,
-    when: ColumnElement[bool] | None = None,
-    **changes: Any,
+    expected_poll_count: int | None = None,
+    poll_count: int | None = None,
+    error_code: str | None = None,
+    error_message: str | None = None,
+    served_model: str | None = None,
 ) -> tuple[bool, WebhookDelivery | None]:
     """The terminal compare-and-set ``from_ → to``: stamps ``finished_at``, clears the lease and the next poll, and
-    schedules the ``job.<to>`` webhook (if the job has a callback URL). Returns (won, that webhook row).
+    schedules the ``job.<to>`` webhook (if the job has a callback URL). Returns (won, that webhook row); the winner
+    finds the ended row in the session (``session.get`` without a query).
 
-    Used by the worker (succeeded, failed, timed out) and the producer (cancelled). Only the winner gets True;
-    after the commit it announces the job as done and sends the webhook task.
+    ``expected_poll_count``: only the poll that holds this link of the chain may end the job (``poll_count``: the
+    count it ends with). ``served_model``: the upstream model that actually served. Used by the worker (succeeded,
+    failed, timed out) and the producer (cancelled). After the commit the winner announces the job as done and
+    sends the webhook task.
     """
     if to not in TERMINAL:
         raise ValueError(f"{to} is not a terminal status")
-    won = transition(
-        session=session,
-        job_id=job_id,
-        from_=from_,
-        to=to,
-        detail=detail,
-        when=when,
-        now=now,
-        finished_at=now,
-        lease_until=None,
-        next_poll_at=None,
-        **changes,
-    )
+    values: dict[str, object] = {"finished_at": now, "lease_until": None, "next_poll_at": None}
+    if poll_count is not None:
+        values["poll_count"] = poll_count
+    if error_code is not None:
+        values |= {"error_code": error_code, "error_message": (error_message or "")[:1000]}
+    if served_model:
+        values["upstream_model"] = served_model
+    where = [col(Job.poll_count) == expected_poll_count] if expected_poll_count is not None else []
+    won = _compare_and_set(session, job_id, from_=from_, to=to, now=now, detail=detail, where=where, values=values)
     if not won:
         return False, None
     job = get_job(session=session, job_id=job_id)
@@ -105,8 +162,33 @@ def end_job(
     return True, delivery
 
 
-def schedule_next_poll(*, session: Session, job_id: str, expected_poll_count: int, next_poll_at: datetime) -> bool:
-    """Advance the poll chain by one; only one holder of ``expected_poll_count`` can win."""
+def _compare_and_set(
+    session: Session,
+    job_id: str,
+    *,
+    from_: JobStatus,
+    to: JobStatus,
+    now: datetime,
+    detail: str | None,
+    where: Sequence[ColumnElement[bool]] = (),
+    values: Mapping[str, object] | None = None,
+) -> bool:
+    """``UPDATE jobs SET status = to, … WHERE id = job_id AND status = from_ AND …``; the winner's event row."""
+    if not can_transition(from_, to):
+        raise ValueError(f"{from_} → {to} is not a job transition")
+    conditions = [col(Job.id) == job_id, col(Job.status) == from_, *where]
+    statement = update(Job).where(*conditions).values(status=to, updated_at=now, **(values or {}))
+    won = session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
+    if won:
+        session.add(JobEvent(job_id=job_id, from_status=from_, to_status=to, at=now, detail=detail))
+    return won
+
+
+def advance_poll(
+    *, session: Session, job_id: str, expected_poll_count: int, next_poll_at: datetime, now: datetime | None = None
+) -> bool:
+    """Advance the poll chain by one (a poll that found the task pending); only one holder of
+    ``expected_poll_count`` can win. Not a status change: no event."""
     statement = (
         update(Job)
         .where(
@@ -114,7 +196,7 @@ def schedule_next_poll(*, session: Session, job_id: str, expected_poll_count: in
             col(Job.status) == JobStatus.RUNNING,
             col(Job.poll_count) == expected_poll_count,
         )
-        .values(poll_count=expected_poll_count + 1, next_poll_at=next_poll_at, updated_at=utcnow())
+        .values(poll_count=expected_poll_count + 1, next_poll_at=next_poll_at, updated_at=now or utcnow())
     )
     return session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
 
@@ -135,8 +217,9 @@ def touch_dispatch(
     return session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
 
 
-def touch_poll(*, session: Session, job_id: str, poll_count: int, next_poll_at: datetime) -> bool:
-    """Re-arm an overdue poll chain at ``poll_count`` (the sweeper's restart), if nobody moved it."""
+def rearm_poll(*, session: Session, job_id: str, poll_count: int, next_poll_at: datetime) -> bool:
+    """Re-arm the poll chain at ``poll_count`` without counting a poll (a poll waiting for a token, the sweeper's
+    restart of an overdue chain), if nobody moved it."""
     statement = (
         update(Job)
         .where(col(Job.id) == job_id, col(Job.status) == JobStatus.RUNNING, col(Job.poll_count) == poll_count)

@@ -3,8 +3,18 @@
 The pipeline only talks to ``Capacity`` and the values it returns.
 """
 
-from worker.capacity.after_failure import Fail, RetryElsewhere, RetryHere, SubmitPlan
+from worker.capacity.after_failure import Fail, RetryElsewhere, RetryHere, SubmitPlan, retry_delay
 from worker.capacity.capacity import Capacity
 from worker.capacity.channels import Admitted, Refusing, Waiting
 
-__all__ = ["Admitted", "Capacity", "Fail", "Refusing", "RetryElsewhere", "RetryHere", "SubmitPlan", "Waiting"]
+__all__ = [
+    "Admitted",
+    "Capacity",
+    "Fail",
+    "Refusing",
+    "RetryElsewhere",
+    "RetryHere",
+    "SubmitPlan",
+    "Waiting",
+    "retry_delay",
+]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.errors import ProviderError, TransientProviderError
+from shared.errors import ProviderError, RateLimitedError, TransientProviderError
 from worker.capacity.channels import Fault
 
 
@@ -54,3 +54,10 @@ def plan_after_failure(error: ProviderError, *, fault: Fault | None, alternative
     if elsewhere and fault == Fault.CREDENTIAL:
         return RetryElsewhere(at_once=True)
     return Fail()
+
+
+def retry_delay(attempt: int, error: ProviderError) -> float:
+    """The back-off before submit attempt ``attempt + 1``: a 429's ``Retry-After`` (1 s to 5 min), else 5 s · 3^k."""
+    if isinstance(error, RateLimitedError) and error.retry_after_s is not None:
+        return min(max(error.retry_after_s, 1.0), 300.0)
+    return float(min(5 * 3 ** (attempt - 1), 300))

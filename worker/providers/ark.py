@@ -30,7 +30,7 @@ from shared.errors import (
 from worker.inputs import ImageLoader, InputImageError
 from worker.providers._http import call, error_body, make_client, retry_after_s
 from worker.providers._images import decode_base64
-from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
+from worker.providers.base import Completed, JobSpec, ResultImage, Submission
 
 NAME = "ark"
 GENERATIONS_PATH = "/api/v3/images/generations"
@@ -137,9 +137,6 @@ class ArkProvider:
         )
         served = parsed.model if parsed.model and parsed.model != spec.upstream_model else None
         return Completed(images=_result_images(parsed), served_model=served)
-
-    def poll(self, upstream_id: str) -> PollResult:
-        raise NotImplementedError(f"Ark images are synchronous; nothing to poll for {upstream_id}")
 
     def close(self) -> None:
         self._http.close()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from shared.errors import ProviderError
+from shared.errors import ConfigurationError, ProviderError
 from shared.jobs import JsonObject
 
 
@@ -67,12 +67,27 @@ class PollResult:
 
 
 class ImageProvider(Protocol):
-    """An upstream API. Errors are raised as ``shared.errors.ProviderError`` subclasses only."""
+    """An upstream API. Errors are raised as ``shared.errors.ProviderError`` subclasses only.
+
+    A synchronous upstream answers ``submit`` with ``Completed``; an asynchronous one with ``Accepted`` and is
+    also ``Pollable``."""
 
     name: str
 
     def submit(self, spec: JobSpec) -> Submission: ...
 
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Pollable(ImageProvider, Protocol):
+    """An asynchronous upstream: the task ``submit`` accepted is asked for by its id until it has ended."""
+
     def poll(self, upstream_id: str) -> PollResult: ...
 
-    def close(self) -> None: ...
+
+def as_pollable(adapter: ImageProvider) -> Pollable:
+    """``adapter`` as the async upstream it must be to be polled."""
+    if not isinstance(adapter, Pollable):
+        raise ConfigurationError(f"{adapter.name} is synchronous: it has nothing to poll")
+    return adapter

@@ -40,7 +40,7 @@ from shared.errors import (
 from worker.inputs import ImageLoader
 from worker.providers._http import call, error_body, make_client, retry_after_s
 from worker.providers._images import decode_base64
-from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
+from worker.providers.base import Completed, JobSpec, ResultImage, Submission
 
 NAME = "gemini"
 GENERATE_PATH = "/v1beta/models/{model}:generateContent"
@@ -177,9 +177,6 @@ class GeminiProvider:
                 "gemini: %d of %d calls failed, delivering the rest: %s", len(failed), spec.image_count, failed[0]
             )
         return Completed(images=(first, *(outcome for outcome in others if isinstance(outcome, ResultImage))))
-
-    def poll(self, upstream_id: str) -> PollResult:
-        raise NotImplementedError(f"Gemini generateContent is synchronous; nothing to poll for {upstream_id}")
 
     def close(self) -> None:
         self._http.close()

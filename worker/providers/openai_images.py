@@ -38,7 +38,7 @@ from shared.jobs import JsonObject
 from worker.inputs import ImageLoader, InputImage, InputImageError
 from worker.providers._http import call, error_body, make_client, retry_after_s
 from worker.providers._images import decode_base64
-from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
+from worker.providers.base import Completed, JobSpec, ResultImage, Submission
 
 NAME = "openai"
 GENERATIONS_PATH = "/v1/images/generations"
@@ -147,9 +147,6 @@ class OpenAIImagesProvider:
         if not images:
             raise UnexpectedResponseError("OpenAI answered without images", provider=NAME)
         return Completed(images=images, served_model=model if model != spec.upstream_model else None)
-
-    def poll(self, upstream_id: str) -> PollResult:
-        raise NotImplementedError(f"OpenAI Images is synchronous; nothing to poll for {upstream_id}")
 
     def close(self) -> None:
         self._http.close()

@@ -13,7 +13,7 @@ from shared.config import OpenAISettings, RelaySettings
 from shared.errors import ProviderError
 from worker.inputs import ImageLoader
 from worker.providers import openai_images
-from worker.providers.base import JobSpec, PollResult, Submission
+from worker.providers.base import JobSpec, Submission
 
 NAME = "relay"
 
@@ -38,9 +38,6 @@ class RelayProvider:
         except ProviderError as exc:
             _as_relay(exc)
             raise
-
-    def poll(self, upstream_id: str) -> PollResult:
-        raise NotImplementedError(f"the relay is synchronous; nothing to poll for {upstream_id}")
 
     def close(self) -> None:
         self._openai.close()
