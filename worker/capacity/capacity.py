@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -26,6 +26,8 @@ from worker.capacity.after_failure import SubmitPlan, pinned_to_channel, plan_af
 from worker.capacity.channels import Admitted, ChannelHealth, Health, Refusing, Waiting
 from worker.capacity.in_memory import AlwaysHealthy, Unlimited
 from worker.capacity.limits import Granted, Limits, UpstreamLimits
+from worker.providers.base import ProviderFacts
+from worker.providers.registry import facts_of
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,11 @@ log = logging.getLogger(__name__)
 class Capacity:
     """The single capacity object a worker's ``Runtime`` holds (see the module docstring)."""
 
-    def __init__(self, settings: Settings, *, limits: Limits, health: Health) -> None:
+    def __init__(
+        self, settings: Settings, *, limits: Limits, health: Health, facts: Callable[[str], ProviderFacts] = facts_of
+    ) -> None:
         self._settings = settings
+        self._facts = facts
         self.limits = limits
         self.health = health
 
@@ -51,7 +56,8 @@ class Capacity:
     def admit(self, job: Job, *, now: datetime) -> Admitted | Waiting | Refusing:
         """A channel with a token and the job's slots, or how long to wait (jittered), or a refusal."""
         try:
-            admission = channels.admit(job, settings=self._settings, limits=self.limits, health=self.health, now=now)
+            admission = channels.admit(job, settings=self._settings, limits=self.limits, health=self.health,
+                                       facts=self._facts(job.provider), now=now)  # fmt: skip
         except RedisError:
             log.warning("job %s: upstream limits unavailable (Redis); left for the sweeper", job.id, exc_info=True)
             return Waiting(None, "upstream limits unavailable")

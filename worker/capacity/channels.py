@@ -46,15 +46,10 @@ from shared.errors import (
     RateLimitedError,
     TransientProviderError,
 )
-from worker.capacity.limits import (
-    ChannelLimits,
-    Granted,
-    Limits,
-    hold_for,
-    requests_needed,
-    slots_needed,
-)
+from worker.capacity.limits import ChannelLimits, Granted, Limits, hold_for
 from worker.inputs import InputImageError
+from worker.providers.base import JobSpec, ProviderFacts
+from worker.providers.registry import facts_of
 
 #: error codes of a channel resting because the upstream refused its credentials
 CREDENTIAL_CODES: Final = frozenset({ErrorCode.UPSTREAM_AUTH.value, ErrorCode.INSUFFICIENT_QUOTA.value})
@@ -256,9 +251,11 @@ def admit(
     limits: Limits,
     health: Health,
     now: datetime,
+    facts: ProviderFacts | None = None,
     rng: random.Random | None = None,
 ) -> Admission:
-    """Choose ``job``'s channel and take a token and the job's slots there (see the module docstring)."""
+    """Choose ``job``'s channel and take a token and the job's slots there (see the module docstring); how many
+    slots and tokens a job takes is the provider's to say (``facts``)."""
     channels = channels_of(settings, job.provider)
     if not channels:
         raise ConfigurationError(f"{job.provider}: no credentials configured")
@@ -270,17 +267,19 @@ def admit(
     if not candidates:
         return _all_resting(job.provider, [resting[channel.name] for channel in considered])
     waits = []
+    facts = facts or facts_of(job.provider)
+    attempt = job.submit_attempts + 1
+    spec = JobSpec(job_id=job.id, upstream_model=job.upstream_model, operation=job.operation,
+                   params=job.upstream_params, image_count=job.image_count, attempt=attempt)  # fmt: skip
     for channel in candidates:
         outcome = limits.acquire(
             job.provider,
             channel.name,
             limits=channel.limits,
             holder=job.id,
-            slots=slots_needed(
-                job.provider, operation=job.operation, params=job.upstream_params, image_count=job.image_count
-            ),
+            slots=facts.slots(spec),
             hold_s=hold_for(job.deadline_at, now=now),
-            cost=requests_needed(job.provider, image_count=job.image_count, attempt=job.submit_attempts + 1),
+            cost=facts.requests(spec),
         )
         if isinstance(outcome, Granted):
             return Admitted(channel.name)

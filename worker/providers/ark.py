@@ -30,9 +30,10 @@ from shared.errors import (
 from worker.inputs import ImageLoader, InputImageError
 from worker.providers._http import call, error_body, make_client, retry_after_s
 from worker.providers._images import decode_base64
-from worker.providers.base import Completed, JobSpec, ResultImage, Submission
+from worker.providers.base import Completed, JobSpec, ProviderFacts, ResultImage, Submission
 
 NAME = "ark"
+FACTS = ProviderFacts(name=NAME, asynchronous=False)
 GENERATIONS_PATH = "/api/v3/images/generations"
 IMAGE_FIELDS = ("image", "image_url", "image_urls", "images")
 #: our fields that are translated rather than passed through

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -64,6 +65,34 @@ class PollResult:
     images: tuple[ResultImage, ...] = ()
     error: ProviderError | None = field(default=None)
     served_model: str | None = None
+
+
+def one_slot(spec: JobSpec) -> int:  # noqa: ARG001
+    """Most upstreams: a job's task takes one concurrency slot."""
+    return 1
+
+
+def one_request(spec: JobSpec) -> float:  # noqa: ARG001
+    """Most upstreams: a submit is one upstream request."""
+    return 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFacts:
+    """What the rest of the worker needs to know about an upstream, declared once by its adapter module (``FACTS``,
+    registered with its factory in ``worker.providers.registry``).
+
+    Capacity's limiter rules (``slots``, ``requests``), whether its tasks are polled (``asynchronous``: the adapter
+    is ``Pollable``) and whether its submits carry our callback URL (``calls_back``) all come from here.
+    """
+
+    name: str
+    asynchronous: bool
+    calls_back: bool = False
+    #: how many of a channel's concurrency slots the job's upstream task takes
+    slots: Callable[[JobSpec], int] = one_slot
+    #: how many upstream requests one submit makes (its rate-limit token cost)
+    requests: Callable[[JobSpec], float] = one_request
 
 
 class ImageProvider(Protocol):

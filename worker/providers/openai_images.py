@@ -38,9 +38,10 @@ from shared.jobs import JsonObject
 from worker.inputs import ImageLoader, InputImage, InputImageError
 from worker.providers._http import call, error_body, make_client, retry_after_s
 from worker.providers._images import decode_base64
-from worker.providers.base import Completed, JobSpec, ResultImage, Submission
+from worker.providers.base import Completed, JobSpec, ProviderFacts, ResultImage, Submission
 
 NAME = "openai"
+FACTS = ProviderFacts(name=NAME, asynchronous=False)
 GENERATIONS_PATH = "/v1/images/generations"
 EDITS_PATH = "/v1/images/edits"
 #: the request fields that carry input images, in the order they are uploaded

@@ -13,9 +13,10 @@ from shared.config import OpenAISettings, RelaySettings
 from shared.errors import ProviderError
 from worker.inputs import ImageLoader
 from worker.providers import openai_images
-from worker.providers.base import JobSpec, Submission
+from worker.providers.base import JobSpec, ProviderFacts, Submission
 
 NAME = "relay"
+FACTS = ProviderFacts(name=NAME, asynchronous=False)
 
 
 class RelayProvider:
