@@ -49,7 +49,7 @@ from shared.errors import (
 from worker.capacity.limits import ChannelLimits, Granted, Limits, hold_for
 from worker.inputs import InputImageError
 from worker.providers.base import JobSpec, ProviderFacts
-from worker.providers.registry import facts_of
+from worker.providers.registry import facts_of, section_of
 
 #: error codes of a channel resting because the upstream refused its credentials
 CREDENTIAL_CODES: Final = frozenset({ErrorCode.UPSTREAM_AUTH.value, ErrorCode.INSUFFICIENT_QUOTA.value})
@@ -70,7 +70,7 @@ class Channel:
 
 def channels_of(settings: Settings, provider: str) -> list[Channel]:
     """The provider's usable channels, as configured ("default" first when its section has credentials)."""
-    section = settings.provider_sections()[provider]
+    section = section_of(settings, provider)
     channels = []
     for name in section.channel_names():
         view = section.for_channel(name)
@@ -300,7 +300,7 @@ def _all_resting(provider: str, rests: Sequence[Resting]) -> Waiting | Refusing:
 
 def has_alternative(provider: str, channel: str, *, settings: Settings, health: Health) -> bool:
     """Whether another of the provider's channels could take a job now (it exists and does not rest)."""
-    others = [name for name in settings.provider_sections()[provider].channel_names() if name != channel]
+    others = [name for name in section_of(settings, provider).channel_names() if name != channel]
     if not others:
         return False
     resting = health.resting(provider, others)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from shared.config import ProviderSettings, Settings
 from shared.errors import ConfigurationError, ProviderError
 from shared.jobs import JsonObject
 
@@ -93,6 +94,8 @@ class ProviderFacts:
     slots: Callable[[JobSpec], int] = one_slot
     #: how many upstream requests one submit makes (its rate-limit token cost)
     requests: Callable[[JobSpec], float] = one_request
+    #: its settings section (credentials, channels, limits); None: the section of that name in ``Settings``
+    section: Callable[[Settings], ProviderSettings] | None = None
 
 
 class ImageProvider(Protocol):

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from shared.config import DEFAULT_CHANNEL, Settings
+from shared.config import DEFAULT_CHANNEL, ProviderSettings, Settings
 from worker.inputs import ImageLoader
 from worker.providers import ark, bfl, gemini, kling, openai_images, relay
 from worker.providers.base import ImageProvider, ProviderFacts
@@ -46,6 +46,12 @@ PROVIDERS: Final[Mapping[str, Registration]] = _REGISTRY
 _UNKNOWN: Final = ProviderFacts(name="unknown", asynchronous=False)
 
 
+def section_of(settings: Settings, name: str) -> ProviderSettings:
+    """The provider's settings section: its own (``ProviderFacts.section``) or the one ``Settings`` holds."""
+    section = facts_of(name).section
+    return section(settings) if section is not None else settings.provider_sections()[name]
+
+
 def facts_of(name: str) -> ProviderFacts:
     registration = _REGISTRY.get(name)
     return registration.facts if registration is not None else _UNKNOWN
@@ -69,11 +75,12 @@ register(relay.FACTS, lambda settings, channel, images: relay.RelayProvider(sett
 
 def build_providers(settings: Settings, images: ImageLoader) -> dict[str, dict[str, ImageProvider]]:
     """provider → channel → adapter, for every usable channel (each adapter holds its own HTTP connection pool)."""
-    sections = settings.provider_sections()
     return {
-        name: {channel: registration.factory(settings, channel, images) for channel in sections[name].channel_names()}
+        name: {
+            channel: registration.factory(settings, channel, images)
+            for channel in section_of(settings, name).channel_names()
+        }
         for name, registration in _REGISTRY.items()
-        if name in sections
     }
 
 
