@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from shared.db import jobs_repo
 from shared.db.tables import Job, JobImage, WebhookDelivery
 from shared.jobs import TERMINAL, JobStatus
+from worker import webhooks
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -98,4 +99,4 @@ def _after_terminal(job: Job, delivery: WebhookDelivery | None, *, rt: Runtime) 
     rt.capacity.release(job)  # the job's upstream task is over: its concurrency slots are free
     rt.announce_done(job.id)
     if delivery is not None and delivery.id is not None:
-        rt.sender.webhook(delivery.id)
+        webhooks.deliver_or_send(delivery, rt=rt)

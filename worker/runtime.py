@@ -18,6 +18,7 @@ from shared.errors import ConfigurationError
 from shared.queue import Route
 from shared.storage import LocalStorage
 from worker.capacity import Capacity
+from worker.fast_receivers import FastReceivers
 from worker.providers.base import ImageProvider, Pollable, as_pollable
 from worker.scheduling.latency import LatencyBook
 
@@ -53,6 +54,8 @@ class Runtime:
     channels: Mapping[str, Mapping[str, ImageProvider]] = field(default_factory=dict)
     #: recent completion latencies per upstream model: where poll schedules start (Redis in a worker)
     latency: LatencyBook = field(default_factory=LatencyBook.in_memory)
+    #: webhook receivers that answered fast last time: sent the next webhook inline (``worker.fast_receivers``)
+    fast_receivers: FastReceivers = field(default_factory=FastReceivers)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -112,6 +112,7 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime) -> None:
             rt=rt,
         )
     result = _post(delivery, body, secrets=secrets, rt=rt)
+    rt.fast_receivers.note(delivery.url, delivered=result.delivered, latency_ms=result.latency_ms)
     finished = rt.clock()
     delay = _retry_delay(delivery.attempt, result, rt=rt)
     with rt.session() as session, session.begin():
@@ -140,6 +141,19 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime) -> None:
     )
     if upcoming is not None and upcoming.id is not None and delay is not None and delay <= MAX_COUNTDOWN_S:
         rt.sender.webhook(upcoming.id, countdown_s=delay)
+
+
+def deliver_or_send(delivery: WebhookDelivery, *, rt: Runtime) -> None:
+    """A just-scheduled first attempt: delivered here when its receiver answered fast last time
+    (``worker.fast_receivers``), else (or if that fails unexpectedly) by the webhook task."""
+    assert delivery.id is not None
+    if rt.fast_receivers.is_fast(delivery.url):
+        try:
+            deliver_webhook(delivery.id, rt=rt)
+            return
+        except Exception:  # the webhook task (or, for a claimed attempt, the sweeper) takes over
+            log.warning("webhook %s: inline delivery failed; left to the webhook task", delivery.id, exc_info=True)
+    rt.sender.webhook(delivery.id)
 
 
 def _retry_delay(attempt: int, result: AttemptResult, *, rt: Runtime) -> float | None:

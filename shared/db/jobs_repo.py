@@ -92,7 +92,7 @@ def start_running(
         detail=f"upstream task {upstream_task_id}",
         where=[col(Job.submit_attempts) == attempt],
         values={"upstream_task_id": upstream_task_id, "poll_count": 0, "next_poll_at": next_poll_at,
-                "lease_until": None},
+                "lease_until": None, "running_since": now},
     )  # fmt: skip
 
 

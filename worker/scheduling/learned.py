@@ -26,10 +26,13 @@ def learned_policy(job: Job, *, rt: Runtime) -> PollingPolicy:
 
 def record_completion(job: Job, *, seen_at: datetime, rt: Runtime) -> None:
     """Teach the poll schedule when this upstream model's tasks finish: after the last poll that saw the task
-    pending (the row's last update) and by the poll that saw it done, in seconds since the job started running."""
-    with rt.session() as session:
-        events = jobs_repo.list_events(session=session, job_id=job.id)
-    started = max((event.at for event in events if event.to_status == JobStatus.RUNNING), default=None)
+    pending (the row's last update) and by the poll that saw it done, in seconds since the job started running
+    (the row's ``running_since``: no read of its history)."""
+    started = job.running_since
+    if started is None:  # a job that started running before the column existed
+        with rt.session() as session:
+            events = jobs_repo.list_events(session=session, job_id=job.id)
+        started = max((event.at for event in events if event.to_status == JobStatus.RUNNING), default=None)
     if started is None:
         return
     last_pending = job.updated_at if job.poll_count > 0 else started
