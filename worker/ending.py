@@ -41,6 +41,7 @@ def succeed_job(
             expected_poll_count=expected_poll_count,
             poll_count=poll_count,
             served_model=served_model,
+            send_webhook_now=lambda url: webhooks.send_at_once(url, rt=rt),
         )
         ended = session.get(Job, job_id) if won else None
         if ended is not None:
@@ -77,6 +78,7 @@ def fail_job(
             poll_count=poll_count,
             error_code=code,
             error_message=message,
+            send_webhook_now=lambda url: webhooks.send_at_once(url, rt=rt),
         )
         ended = session.get(Job, job_id) if won else None
     if ended is None:
@@ -99,4 +101,4 @@ def _after_terminal(job: Job, delivery: WebhookDelivery | None, *, rt: Runtime) 
     rt.capacity.release(job)  # the job's upstream task is over: its concurrency slots are free
     rt.announce_done(job.id)
     if delivery is not None and delivery.id is not None:
-        webhooks.deliver_or_send(delivery, rt=rt)
+        webhooks.deliver_first_attempt(delivery, rt=rt)

@@ -6,7 +6,7 @@ transition, its cost row, its images, its event and its webhook row land in one 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -133,13 +133,16 @@ def end_job(
     error_code: str | None = None,
     error_message: str | None = None,
     served_model: str | None = None,
+    send_webhook_now: Callable[[str], bool] | None = None,
 ) -> tuple[bool, WebhookDelivery | None]:
     """The terminal compare-and-set ``from_ → to``: stamps ``finished_at``, clears the lease and the next poll, and
     schedules the ``job.<to>`` webhook (if the job has a callback URL). Returns (won, that webhook row); the winner
     finds the ended row in the session (``session.get`` without a query).
 
     ``expected_poll_count``: only the poll that holds this link of the chain may end the job (``poll_count``: the
-    count it ends with). ``served_model``: the upstream model that actually served. Used by the worker (succeeded,
+    count it ends with). ``served_model``: the upstream model that actually served. ``send_webhook_now(url)``: the
+    caller sends the first attempt itself right after the commit, so the row is created already claimed
+    (``sending``; the sweeper re-sends it if the caller dies). Used by the worker (succeeded,
     failed, timed out) and the producer (cancelled). After the commit the winner announces the job as done and
     sends the webhook task.
     """
@@ -157,7 +160,10 @@ def end_job(
     if not won:
         return False, None
     job = get_job(session=session, job_id=job_id)
-    delivery = schedule_webhook(session=session, job=job, event_type=f"job.{to.value}", attempt=1, at=now)
+    claimed = job.callback_url is not None and send_webhook_now is not None and send_webhook_now(job.callback_url)
+    delivery = schedule_webhook(
+        session=session, job=job, event_type=f"job.{to.value}", attempt=1, at=now, claimed=claimed
+    )
     session.flush()
     return True, delivery
 
@@ -251,16 +257,19 @@ def record_cost(*, session: Session, job: Job, quantity: int) -> CostEntry:
 
 
 def schedule_webhook(
-    *, session: Session, job: Job, event_type: str, attempt: int, at: datetime
+    *, session: Session, job: Job, event_type: str, attempt: int, at: datetime, claimed: bool = False
 ) -> WebhookDelivery | None:
     """Schedule a delivery attempt of the job's terminal event, if the job has a callback URL."""
     if job.callback_url is None:
         return None
-    return add_webhook_attempt(session=session, job=job, event_type=event_type, attempt=attempt, at=at)
+    return add_webhook_attempt(session=session, job=job, event_type=event_type, attempt=attempt, at=at, claimed=claimed)
 
 
-def add_webhook_attempt(*, session: Session, job: Job, event_type: str, attempt: int, at: datetime) -> WebhookDelivery:
-    """A pending delivery attempt of the job's terminal event (``webhook-id`` derived from the job)."""
+def add_webhook_attempt(
+    *, session: Session, job: Job, event_type: str, attempt: int, at: datetime, claimed: bool = False
+) -> WebhookDelivery:
+    """A delivery attempt of the job's terminal event (``webhook-id`` derived from the job): pending, or already
+    claimed for sending at ``at`` by whoever creates it."""
     assert job.callback_url is not None
     delivery = WebhookDelivery(
         job_id=job.id,
@@ -269,6 +278,8 @@ def add_webhook_attempt(*, session: Session, job: Job, event_type: str, attempt:
         url=job.callback_url,
         attempt=attempt,
         next_attempt_at=at,
+        state="sending" if claimed else "pending",
+        started_at=at if claimed else None,
     )
     session.add(delivery)
     return delivery

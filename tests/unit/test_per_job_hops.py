@@ -11,9 +11,11 @@ from sqlalchemy import event
 from shared.jobs import JobStatus
 from tests.fakes import accepted, completed, pending, succeeded
 from tests.unit.conftest import OPENAI_REQUEST, Harness
+from worker import webhooks
 from worker.fast_receivers import FAST_MS, FastReceivers
 from worker.pipeline import poll_job, submit_job
 from worker.scheduling.latency import latency_key
+from worker.sweeper import sweep
 
 CALLBACK = "https://hooks.example.com/imagejobs"
 
@@ -100,3 +102,21 @@ def test_a_completion_is_learned_without_reading_the_jobs_event_history(harness:
     [completion] = harness.rt.latency.store.recent(latency_key("kling", "kling-v2-1", "text2img"))
     assert completion.after_s == pytest.approx(3.0, abs=0.01)
     assert completion.by_s == pytest.approx(5.0, abs=0.01)
+
+
+def test_an_inline_attempt_is_created_claimed_and_the_sweeper_sends_it_if_the_sender_died(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness.rt.fast_receivers.note(CALLBACK, delivered=True, latency_ms=5)
+
+    def crash(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("the worker died mid-attempt")
+
+    monkeypatch.setattr(webhooks, "_post", crash)
+    job_id = _sync_job_with_webhook(harness)
+
+    [delivery] = harness.deliveries(job_id)
+    assert (delivery.state, harness.sender.webhooks) == ("sending", [])  # claimed in the terminal commit
+    harness.advance(harness.rt.settings.sweeper.webhook_stale_s + 1)
+    sweep(rt=harness.rt)
+    assert harness.sender.webhooks == [(delivery.id, 0)]
