@@ -2,11 +2,11 @@
 
 A pure simulation (no processes, no sockets), as in performance.md §10 B5 and its appendix: draw N completion
 times from a lognormal (median 20 s, p95 60 s for images; median 90 s, p95 240 s for video), place each policy's
-polls with the real ``worker.polling.next_poll_delay`` (jitter included), count the polls up to and including
+polls with the real ``worker.scheduling.polling.next_poll_delay`` (jitter included), count the polls up to and including
 the first one at or after completion, and take lag = that poll's time − the completion time.
 
 Our schedule is the catalog's ``kling-image`` policy, twice: with the profile it converges to (the true p10 and
-p95) and learning from scratch — every job starts from what ``worker.latency`` learned from the jobs before
+p95) and learning from scratch — every job starts from what ``worker.scheduling.latency`` learned from the jobs before
 it (refreshed every ``--refresh`` jobs, like a worker's cache), starting from the catalog's defaults; its
 figures are over the second half of the run (the first 200 jobs are shown apart as the warm-up).
 
@@ -29,8 +29,15 @@ from statistics import NormalDist
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.catalog import PollingPolicy, load_catalog
-from worker.latency import EARLY_QUANTILE, WINDOW_QUANTILE, Completion, LatencyBook, MemoryCompletions, latency_key
-from worker.polling import LatencyProfile, next_poll_delay, with_profile
+from worker.scheduling.latency import (
+    EARLY_QUANTILE,
+    WINDOW_QUANTILE,
+    Completion,
+    LatencyBook,
+    MemoryCompletions,
+    latency_key,
+)
+from worker.scheduling.polling import LatencyProfile, next_poll_delay, with_profile
 
 #: performance.md §10 B5: the goal on the image profile
 GOAL_POLLS, GOAL_P50_S, GOAL_P95_S = 6.0, 2.1, 3.9

@@ -38,6 +38,7 @@ from sqlmodel import Session
 from producer.http.errors import ApiError
 from shared.db import api_keys_repo
 from shared.db.tables import ApiKey, Job, utcnow
+from shared.errors import ImageJobsError
 from shared.webhook_secrets import new_webhook_secret
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ def new_key_row(
     )
 
 
-class KeyReferenceError(LookupError):
+class KeyReferenceError(ImageJobsError, LookupError):
     """No key, or more than one, matches what the operator typed."""
 
 

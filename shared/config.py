@@ -280,7 +280,7 @@ class ChannelSettings(BaseModel):
 
 
 class UpstreamSettings(BaseModel):
-    """How failing channels cool down and jobs wait for upstream capacity (worker/channels.py, upstream_limits.py)."""
+    """How failing channels cool down and jobs wait for upstream capacity (worker/capacity/)."""
 
     #: a failing channel rests base · 2^k seconds (k: its earlier failures in a row), at most ``cooldown_max_s``
     cooldown_base_s: float = Field(default=5.0, gt=0)

@@ -5,7 +5,13 @@
     ├── JobNotFoundError
     ├── InvalidRequestError          .param, .code       → HTTP 400, nothing enqueued
     ├── StorageUnavailableError      the object store cannot be reached → retried, never fails a job
-    └── ProviderError                .provider, .code    (raised by adapters only)
+    ├── ApiError                     .status, .param, .code → that HTTP answer (producer/http/errors.py)
+    │   └── SpendBudgetExceededError a job would take its key past its spend budget → 402 (producer/keys.py)
+    ├── JobAlreadyEndedError         a cancel found the job terminal already (producer/cancel.py)
+    ├── KeyReferenceError            no API key, or several, match an operator's reference (producer/keys.py)
+    ├── StorageKeyError              a storage key that is not one of ours (shared/storage.py)
+    ├── EgressRefusedError           the SSRF guard refused a caller-supplied URL (shared/egress.py)
+    └── ProviderError                .provider, .code, .may_have_reached_upstream (raised by adapters only)
         ├── TransientProviderError   timeouts, connection errors, 5xx      → retried
         │   └── RateLimitedError     429; .retry_after_s                   → retried after
         └── PermanentProviderError   → job fails with .code, never retried
@@ -16,6 +22,7 @@
             ├── UnexpectedResponseError  the upstream answered something we cannot parse
             └── InputImageError          a caller's input image cannot be read (worker/inputs.py)
 
+The classes defined elsewhere live next to the one module that raises them; all of them are ``ImageJobsError``.
 Error *codes* stored on jobs are short stable strings (see ``ErrorCode``).
 """
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from celery import Celery
 from kombu import Exchange, Producer, Queue
 
+from shared.catalog import load_catalog
 from shared.config import BROKER_SCHEMES, BrokerKind, Settings
 from shared.jobs import Priority
 
@@ -22,8 +23,9 @@ JOB_DONE_CHANNEL: Final = "imagejobs:job-done"
 MAX_COUNTDOWN_S: Final = 300.0
 
 
-#: every upstream provider gets its own submit and poll queue, so a hanging upstream only holds its own work
-PROVIDER_NAMES: Final[tuple[str, ...]] = ("kling", "openai", "gemini", "ark", "bfl", "relay")
+#: every upstream provider gets its own submit and poll queue, so a hanging upstream only holds its own work; the
+#: providers are the ones the catalog's models name (a new provider's catalog file brings its queues)
+PROVIDER_NAMES: Final[tuple[str, ...]] = tuple(sorted({entry.provider for entry in load_catalog().models.values()}))
 
 
 #: Redis transport priorities: 0 is served first (kombu keeps one list per step and reads them in order)

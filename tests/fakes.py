@@ -17,6 +17,7 @@ from shared.db.tables import utcnow
 from shared.errors import ProviderError
 from shared.queue import Route
 from shared.storage import LocalStorage, open_storage
+from worker.capacity import Capacity
 from worker.providers.base import Accepted, Completed, JobSpec, PollResult, ResultImage, Submission, UpstreamState
 from worker.runtime import Runtime
 
@@ -131,6 +132,7 @@ def make_runtime(
             transport=httpx.MockTransport(lambda _request: httpx.Response(200, content=png_bytes()))
         ),
         webhook_http=httpx.Client(transport=httpx.MockTransport(handler)),
+        capacity=Capacity.in_memory(settings),
         clock=clock or Clock(),
     )
     return runtime, sender, announced

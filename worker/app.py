@@ -22,15 +22,14 @@ from shared.logs import configure_logging
 from shared.provider_modes import log_provider_report
 from shared.queue import JOB_DONE_CHANNEL, TaskSender, make_celery
 from shared.storage import open_storage
-from worker import kombu_workarounds, pipeline
-from worker.channels import ChannelHealth
+from worker import ending, kombu_workarounds
+from worker.capacity import Capacity
 from worker.inflight import InflightCalls
 from worker.inputs import HttpImageLoader
-from worker.latency import LatencyBook, RedisCompletions
 from worker.liveness import heartbeat_step
 from worker.providers.registry import build_providers, split_default
 from worker.runtime import Runtime
-from worker.upstream_limits import UpstreamLimits
+from worker.scheduling.latency import LatencyBook, RedisCompletions
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +83,7 @@ def build_runtime() -> Runtime:
         engine=make_engine(settings.database_url, pool_size=min(concurrency, 20)),
         providers=providers,
         channels=channels,
-        limits=UpstreamLimits(redis, prefix=settings.upstream.key_prefix),
-        health=ChannelHealth(redis, settings=settings.upstream),
+        capacity=Capacity.redis(redis, settings),
         latency=LatencyBook(RedisCompletions(_redis(settings.redis_url, threads=threads, timeout_s=1.0))),
         storage=open_storage(settings),
         sender=TaskSender(app),
@@ -99,7 +97,7 @@ def build_runtime() -> Runtime:
 
 
 def _fail_crashed(job_id: str) -> None:
-    pipeline.fail_job_wherever(job_id, code=ErrorCode.INTERNAL_ERROR, message="internal error", rt=runtime())
+    ending.fail_job_wherever(job_id, code=ErrorCode.INTERNAL_ERROR, message="internal error", rt=runtime())
 
 
 def _redis(url: str, *, threads: int, timeout_s: float) -> Redis:

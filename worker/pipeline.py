@@ -1,56 +1,41 @@
-"""The decisions of a job's life: submit, poll, finish, fail. Plain functions; tasks only call them.
+"""The decisions of a job's life: submit and poll. Plain functions; tasks only call them.
 
-Each step reads in one short transaction, calls the upstream with no transaction open, and writes in
-another short transaction whose status change is a compare-and-set. Only the winner of a terminal
-transition records cost, stores image rows, schedules the webhook and announces the job as done.
+Each step reads in one short transaction, calls the upstream with no transaction open, and writes in another short
+transaction through a named repository verb whose status change is a compare-and-set. Capacity (a channel, tokens,
+slots, what a failure means for them) is ``rt.capacity``'s business; the end of a job is ``worker.ending``'s.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
-from redis.exceptions import RedisError
-from sqlmodel import Session, col
+from sqlmodel import Session
 
-from shared.catalog import PollingPolicy
 from shared.db import jobs_repo
 from shared.db.engine import reading
-from shared.db.tables import Job, WebhookDelivery
-from shared.errors import (
-    ErrorCode,
-    PermanentProviderError,
-    ProviderError,
-    RateLimitedError,
-    StorageUnavailableError,
-    TransientProviderError,
-)
+from shared.db.tables import Job
+from shared.errors import ErrorCode, ProviderError, RateLimitedError, StorageUnavailableError, TransientProviderError
 from shared.inline_inputs import InlineInputs
-from shared.jobs import TERMINAL, JobStatus
+from shared.jobs import TERMINAL, JobStatus, JsonObject
 from shared.queue import route_of
 from shared.upstream_callbacks import callback_url
-from worker import admission as admission_
-from worker import channels, safety_poll
+from worker.capacity import Admitted, Fail, Refusing, RetryElsewhere, RetryHere, Waiting, retry_delay
+from worker.ending import fail_job
+from worker.finishing import PollAgain, finish_job
 from worker.inflight import Outcome
-from worker.latency import Completion, latency_key
-from worker.polling import clamp_to_deadline, next_poll_delay, with_profile
-from worker.providers.base import Accepted, Completed, JobSpec, PollResult, ResultImage, Submission, UpstreamState
-from worker.results import store_results
+from worker.providers.base import Accepted, Completed, JobSpec, PollResult, Submission, UpstreamState
 from worker.runtime import Runtime
-from worker.upstream_limits import Granted
+from worker.scheduling.learned import learned_policy, record_completion
+from worker.scheduling.polling import clamp_to_deadline, next_poll_delay
 
 log = logging.getLogger(__name__)
-
-#: a synchronous job whose results could not be stored is sent again after this long
-STORAGE_RETRY_S = 15.0
 
 
 def submit_job(job_id: str, *, rt: Runtime) -> None:
     """Claim a queued job (or one whose submitting worker vanished) and hand it to its upstream.
 
-    Upstream capacity comes first (``channels.admit``: a channel, a token and the job's slots there). A job that has
+    Upstream capacity comes first (``Capacity.admit``: a channel, a token and the job's slots there). A job that has
     to wait goes back to its queue unclaimed, so waiting for capacity is never a submit attempt.
     """
     now = rt.clock()
@@ -64,38 +49,30 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
     except StorageUnavailableError as exc:
         log.warning("job %s: its input images cannot be read (%s); the sweeper sends it again", job_id, exc.message)
         return
-    from_, attempt = JobStatus(job.status), job.submit_attempts + 1
-    if attempt > rt.settings.sweeper.max_submit_attempts:
-        fail_job(
-            job_id, from_=from_, code=ErrorCode.TOO_MANY_ATTEMPTS, message="gave up after repeated attempts", rt=rt
-        )
+    from_ = JobStatus(job.status)
+    if job.submit_attempts >= rt.settings.sweeper.max_submit_attempts:
+        fail_job(job_id, from_=from_, code=ErrorCode.TOO_MANY_ATTEMPTS, message="gave up after repeated attempts",
+                 rt=rt)  # fmt: skip
         return
-    admission = admission_.admit(job, now=now, rt=rt)
-    if isinstance(admission, channels.Waiting):
-        admission_.defer_submit(job, admission.wait_s, why=admission.why, rt=rt)
-        return
-    if isinstance(admission, channels.Refusing):
-        fail_job(job_id, from_=from_, code=admission.code, message=admission.message, rt=rt)
-        return
-    if admission is None:
-        return  # Redis unreachable: the job stays queued and the sweeper sends it again
+    match rt.capacity.admit(job, now=now):
+        case Waiting(wait_s=None):
+            return  # capacity cannot be checked (Redis unreachable): the sweeper sends the job again
+        case Waiting(wait_s=float(wait_s), why=why):
+            _defer_submit(job, wait_s, why=why, rt=rt)
+            return
+        case Refusing(code=code, message=message):
+            fail_job(job_id, from_=from_, code=code, message=message, rt=rt)
+            return
+        case Admitted(channel=channel):
+            pass
+    lease_until = now + timedelta(seconds=rt.settings.sweeper.submit_lease_s)
     with rt.session() as session, session.begin():
-        claimed = jobs_repo.transition(
-            session=session,
-            job_id=job_id,
-            from_=from_,
-            to=JobStatus.SUBMITTING,
-            detail=f"attempt {attempt}",
-            when=col(Job.submit_attempts) == job.submit_attempts,
-            now=now,
-            submit_attempts=attempt,
-            lease_until=now + timedelta(seconds=rt.settings.sweeper.submit_lease_s),
-            channel=admission.channel,
-        )
+        claimed = jobs_repo.claim_submit(session=session, job_id=job_id, from_=from_, now=now, channel=channel,
+                                         expected_attempts=job.submit_attempts, lease_until=lease_until)  # fmt: skip
     if not claimed:
-        admission_.after_lost_claim(job_id, admission.channel, rt=rt)
+        _after_lost_claim(job, channel, rt=rt)
         return
-    _submit_claimed(job, _spec_of(job, attempt, params, rt=rt), channel=admission.channel, rt=rt)
+    _submit_claimed(job, _spec_of(job, job.submit_attempts + 1, params, rt=rt), channel=channel, rt=rt)
 
 
 def _claimable(job: Job, now: datetime) -> bool:
@@ -104,7 +81,28 @@ def _claimable(job: Job, now: datetime) -> bool:
     return job.status == JobStatus.SUBMITTING and job.lease_until is not None and job.lease_until < now
 
 
-def _spec_of(job: Job, attempt: int, params: dict[str, Any], *, rt: Runtime) -> JobSpec:
+def _defer_submit(job: Job, delay: float, *, why: str, rt: Runtime) -> None:
+    """Back to the queue for ``delay`` seconds, unclaimed. ``dispatched_at`` moves to when the message is due: the
+    sweeper leaves the job alone meanwhile, and a duplicate message of a job deferred a moment ago ends here."""
+    now = rt.clock()
+    with rt.session() as session, session.begin():
+        won = jobs_repo.touch_dispatch(session=session, job_id=job.id, status=JobStatus(job.status),
+                                       not_since=now + timedelta(seconds=delay / 2),
+                                       now=now + timedelta(seconds=delay))  # fmt: skip
+    if won:
+        log.debug("job %s waits %.2fs: %s", job.id, delay, why)
+        rt.sender.submit(job.id, route=route_of(job), countdown_s=delay)
+
+
+def _after_lost_claim(job: Job, channel: str, *, rt: Runtime) -> None:
+    """Another worker moved the job on: the slots taken stay only if the job still uses this channel."""
+    with rt.session() as session:
+        current = session.get(Job, job.id)
+    if current is None or current.status in TERMINAL or current.channel != channel:
+        rt.capacity.release(job, channel)
+
+
+def _spec_of(job: Job, attempt: int, params: JsonObject, *, rt: Runtime) -> JobSpec:
     return JobSpec(
         job_id=job.id,
         upstream_model=job.upstream_model,
@@ -117,116 +115,64 @@ def _spec_of(job: Job, attempt: int, params: dict[str, Any], *, rt: Runtime) -> 
 
 
 def _submit_claimed(job: Job, spec: JobSpec, *, channel: str, rt: Runtime) -> None:
-    provider = rt.adapter(job.provider, channel)
-    # the call runs in flight beside the pool (a sync generation takes seconds); what follows runs once it ends
-    rt.inflight.call(
-        job.id,
-        lambda: provider.submit(spec),
-        then=lambda outcome: _submitted(job, spec, outcome, channel=channel, rt=rt),
-    )
+    """The upstream call runs in flight beside the pool (a sync generation takes seconds); then ``_submitted``."""
+    adapter = rt.adapter(job.provider, channel)
+    rt.inflight.call(job.id, lambda: adapter.submit(spec),
+                     then=lambda outcome: _submitted(job, spec, outcome, channel=channel, rt=rt))  # fmt: skip
 
 
 def _submitted(job: Job, spec: JobSpec, outcome: Outcome[Submission], *, channel: str, rt: Runtime) -> None:
     try:
         submission = outcome()
-    except (TransientProviderError, PermanentProviderError) as exc:
+    except ProviderError as exc:
         _submit_failed(job, spec.attempt, exc, channel=channel, rt=rt)
         return
-    if rt.health is not None:
-        with admission_.tolerating_redis(job.id, "end the channel's failure streak"):
-            rt.health.succeeded(job.provider, channel)
+    rt.capacity.after_submit_success(job, channel)
     if isinstance(submission, Completed):
-        finish_job(job.id, from_=JobStatus.SUBMITTING, provider=job.provider, images=submission.images, rt=rt,
-                   served_model=submission.served_model, upstream_report=submission.report,
-                   partials=submission.partials)  # fmt: skip
+        finish_job(job, from_=JobStatus.SUBMITTING, images=submission.images, partials=submission.partials,
+                   report=submission.report, served_model=submission.served_model, channel=channel, rt=rt)  # fmt: skip
         return
     _start_polling(job, submission, attempt=spec.attempt, rt=rt)
 
 
 def _start_polling(job: Job, accepted: Accepted, *, attempt: int, rt: Runtime) -> None:
     now = rt.clock()
-    delay = clamp_to_deadline(next_poll_delay(0, _policy_of(job, rt=rt)), now=now, deadline=job.deadline_at)
+    delay = clamp_to_deadline(next_poll_delay(0, learned_policy(job, rt=rt)), now=now, deadline=job.deadline_at)
     with rt.session() as session, session.begin():
-        won = jobs_repo.transition(
-            session=session,
-            job_id=job.id,
-            from_=JobStatus.SUBMITTING,
-            to=JobStatus.RUNNING,
-            detail=f"upstream task {accepted.upstream_id}",
-            when=col(Job.submit_attempts) == attempt,
-            now=now,
-            upstream_task_id=accepted.upstream_id,
-            poll_count=0,
-            next_poll_at=now + timedelta(seconds=delay),
-            lease_until=None,
-        )
+        won = jobs_repo.start_running(session=session, job_id=job.id, attempt=attempt, now=now,
+                                      upstream_task_id=accepted.upstream_id,
+                                      next_poll_at=now + timedelta(seconds=delay))  # fmt: skip
     if won:
         rt.sender.poll(job.id, 0, route=route_of(job), countdown_s=delay)
 
 
 def _submit_failed(job: Job, attempt: int, error: ProviderError, *, channel: str, rt: Runtime) -> None:
-    """Count the failure against the channel if it is the channel's fault; then retry (on another channel when the
-    upstream surely has no task: failover) or fail.
-
-    A timeout after sending keeps the job on its channel (pinned) with its slots: the task may exist there.
-    """
-    fault = channels.fault_of(error, provider=job.provider)
-    pinned = fault is None or channels.may_have_reached_upstream(error)
-    elsewhere = False
-    if fault is not None:
-        with admission_.tolerating_redis(job.id, "count a failure against its channel"):
-            if rt.health is not None:
-                retry_after = error.retry_after_s if isinstance(error, RateLimitedError) else None
-                rest = rt.health.failed(job.provider, channel, fault, code=error.code, retry_after_s=retry_after)
-                if rest > 0:
-                    log.warning("%s channel %s rests %.0fs after %s", job.provider, channel, rest, error.code)
-                if not pinned:
-                    rt.health.avoid(job.id, channel)
-            elsewhere = not pinned and channels.has_alternative(
-                job.provider, channel, settings=rt.settings, health=rt.health
-            )
-    if not pinned:
-        admission_.release_slots(job.provider, channel, job.id, rt=rt)  # the upstream has no task: nothing holds them
-    if isinstance(error, TransientProviderError) or (elsewhere and fault == channels.Fault.CREDENTIAL):
-        delay = 0.0 if elsewhere else None
-        keep = channel if pinned else None
-        _hand_back_for_retry(job, attempt=attempt, error=error, channel=keep, delay_s=delay, rt=rt)
-        return
-    fail_job(job.id, from_=JobStatus.SUBMITTING, code=error.code, message=error.message, rt=rt)
+    """Retry on the same channel, on whichever admits the job, or fail: capacity decides (``after_failure``)."""
+    match rt.capacity.after_submit_failure(job, channel, error):
+        case RetryHere():
+            _hand_back_for_retry(job, attempt=attempt, error=error, channel=channel, rt=rt)
+        case RetryElsewhere(at_once=at_once):
+            _hand_back_for_retry(job, attempt=attempt, error=error, channel=None, delay_s=0.0 if at_once else None,
+                                 rt=rt)  # fmt: skip
+        case Fail():
+            fail_job(job.id, from_=JobStatus.SUBMITTING, code=error.code, message=error.message, rt=rt)
 
 
-def _hand_back_for_retry(
-    job: Job, *, attempt: int, error: ProviderError, channel: str | None, delay_s: float | None = None, rt: Runtime
-) -> None:
+def _hand_back_for_retry(job: Job, *, attempt: int, error: ProviderError, channel: str | None,
+                         delay_s: float | None = None, rt: Runtime) -> None:  # fmt: skip
     """Back to ``queued`` for another attempt: on ``channel`` (pinned) or, with None, on whichever admits it."""
-    job_id = job.id
     if attempt >= rt.settings.sweeper.max_submit_attempts:
-        fail_job(job_id, from_=JobStatus.SUBMITTING, code=error.code, message=error.message, rt=rt)
+        fail_job(job.id, from_=JobStatus.SUBMITTING, code=error.code, message=error.message, rt=rt)
         return
-    delay = _retry_delay(attempt, error) if delay_s is None else delay_s
+    delay = retry_delay(attempt, error) if delay_s is None else delay_s
     now = rt.clock()
     with rt.session() as session, session.begin():
-        won = jobs_repo.transition(
-            session=session,
-            job_id=job_id,
-            from_=JobStatus.SUBMITTING,
-            to=JobStatus.QUEUED,
-            detail=f"retry in {delay:.0f}s: {error.message}"[:1000],
-            when=col(Job.submit_attempts) == attempt,
-            now=now,
-            lease_until=None,
-            dispatched_at=now + timedelta(seconds=delay),
-            channel=channel,
-        )
+        won = jobs_repo.hand_back(session=session, job_id=job.id, attempt=attempt, channel=channel, now=now,
+                                  dispatch_at=now + timedelta(seconds=delay),
+                                  reason=f"retry in {delay:.0f}s: {error.message}")  # fmt: skip
     if won:
-        log.info("job %s submit retry in %.1fs after %s", job_id, delay, error.code)
-        rt.sender.submit(job_id, route=route_of(job), countdown_s=delay)
-
-
-def _retry_delay(attempt: int, error: ProviderError) -> float:
-    if isinstance(error, RateLimitedError) and error.retry_after_s is not None:
-        return min(max(error.retry_after_s, 1.0), 300.0)
-    return float(min(5 * 3 ** (attempt - 1), 300))
+        log.info("job %s submit retry in %.1fs after %s", job.id, delay, error.code)
+        rt.sender.submit(job.id, route=route_of(job), countdown_s=delay)
 
 
 def poll_job(job_id: str, poll_count: int, *, rt: Runtime) -> None:
@@ -237,29 +183,25 @@ def poll_job(job_id: str, poll_count: int, *, rt: Runtime) -> None:
         return  # a stale or duplicated link: the chain has moved on
     now = rt.clock()
     if job.deadline_at is not None and now >= job.deadline_at:
-        fail_job(
-            job_id,
-            from_=JobStatus.RUNNING,
-            code=ErrorCode.UPSTREAM_TIMEOUT,
-            message="deadline passed",
-            to=JobStatus.TIMED_OUT,
-            rt=rt,
-            when_poll_count=poll_count,
-        )
+        fail_job(job_id, from_=JobStatus.RUNNING, code=ErrorCode.UPSTREAM_TIMEOUT, message="deadline passed",
+                 to=JobStatus.TIMED_OUT, rt=rt, expected_poll_count=poll_count)  # fmt: skip
         return
     if not _poll_token(job, poll_count, rt=rt):
         return
     result, retry_after = _ask_upstream(job, poll_count, rt=rt)
     polled = poll_count + 1
     if result is not None and result.state == UpstreamState.SUCCEEDED:
-        if finish_job(job_id, from_=JobStatus.RUNNING, provider=job.provider, images=result.images, rt=rt,
-                      when_poll_count=poll_count, poll_count=polled, served_model=result.served_model):  # fmt: skip
-            _learn_completion(job, seen_at=now, rt=rt)
+        match finish_job(job, from_=JobStatus.RUNNING, images=result.images, rt=rt, expected_poll_count=poll_count,
+                         poll_count=polled, served_model=result.served_model):  # fmt: skip
+            case PollAgain(after_s=after_s):
+                _schedule_next_poll(job, poll_count, minimum_s=after_s, rt=rt)
+            case ended if ended.won:
+                record_completion(job, seen_at=now, rt=rt)
         return
     if result is not None and result.state == UpstreamState.FAILED:
         error = result.error or ProviderError("the upstream task failed", provider=job.provider)
         fail_job(job_id, from_=JobStatus.RUNNING, code=error.code, message=error.message, rt=rt,
-                 when_poll_count=poll_count, poll_count=polled)  # fmt: skip
+                 expected_poll_count=poll_count, poll_count=polled)  # fmt: skip
         return
     _schedule_next_poll(job, poll_count, minimum_s=retry_after, rt=rt)
 
@@ -268,252 +210,37 @@ def _ask_upstream(job: Job, poll_count: int, *, rt: Runtime) -> tuple[PollResult
     """The upstream's answer (a permanent error becomes FAILED), or None and a minimum wait when unsure."""
     assert job.upstream_task_id is not None  # set together with RUNNING
     try:
-        return rt.adapter(job.provider, job.channel).poll(job.upstream_task_id), 0.0
+        return rt.pollable(job.provider, job.channel).poll(job.upstream_task_id), 0.0
     except TransientProviderError as exc:
         log.info("job %s poll %d transient: %s", job.id, poll_count + 1, exc.message)
         wait = exc.retry_after_s if isinstance(exc, RateLimitedError) and exc.retry_after_s is not None else 0.0
         return None, wait
-    except PermanentProviderError as exc:
+    except ProviderError as exc:
         return PollResult(state=UpstreamState.FAILED, error=exc), 0.0
 
 
 def _poll_token(job: Job, poll_count: int, *, rt: Runtime) -> bool:
     """A token of the job's channel for this poll. Without one, the same link comes back when a token is due (no
     poll counted); with Redis unreachable, the sweeper restarts the link once it is overdue."""
-    limits = rt.limits
-    channel = next((c for c in channels.channels_of(rt.settings, job.provider) if c.name == job.channel), None)
-    if limits is None or channel is None or channel.limits.requests_per_second is None:
-        return True
-    try:
-        outcome = limits.acquire(job.provider, channel.name, limits=channel.limits, holder=job.id, slots=0)
-    except RedisError:
-        log.warning("job %s: upstream limits unavailable (Redis); poll left for the sweeper", job.id, exc_info=True)
-        return False
-    if isinstance(outcome, Granted):
-        return True
-    now = rt.clock()
-    delay = admission_.jittered(outcome.wait_s or 0.0)
-    with rt.session() as session, session.begin():
-        won = jobs_repo.touch_poll(
-            session=session, job_id=job.id, poll_count=poll_count, next_poll_at=now + timedelta(seconds=delay)
-        )
-    if won:
-        rt.sender.poll(job.id, poll_count, route=route_of(job), countdown_s=delay)
+    match rt.capacity.admit_poll(job):
+        case Admitted():
+            return True
+        case Waiting(wait_s=float(delay)):
+            next_poll_at = rt.clock() + timedelta(seconds=delay)
+            with rt.session() as session, session.begin():
+                won = jobs_repo.rearm_poll(session=session, job_id=job.id, poll_count=poll_count,
+                                           next_poll_at=next_poll_at)  # fmt: skip
+            if won:
+                rt.sender.poll(job.id, poll_count, route=route_of(job), countdown_s=delay)
     return False
 
 
 def _schedule_next_poll(job: Job, poll_count: int, *, minimum_s: float, rt: Runtime) -> None:
     now = rt.clock()
-    delay = max(next_poll_delay(poll_count + 1, _policy_of(job, rt=rt)), min(minimum_s, 300.0))
+    delay = max(next_poll_delay(poll_count + 1, learned_policy(job, rt=rt)), min(minimum_s, 300.0))
     delay = clamp_to_deadline(delay, now=now, deadline=job.deadline_at)
     with rt.session() as session, session.begin():
-        won = jobs_repo.schedule_next_poll(
-            session=session,
-            job_id=job.id,
-            expected_poll_count=poll_count,
-            next_poll_at=now + timedelta(seconds=delay),
-        )
+        won = jobs_repo.advance_poll(session=session, job_id=job.id, expected_poll_count=poll_count, now=now,
+                                     next_poll_at=now + timedelta(seconds=delay))  # fmt: skip
     if won:
         rt.sender.poll(job.id, poll_count + 1, route=route_of(job), countdown_s=delay)
-
-
-def _policy_of(job: Job, *, rt: Runtime) -> PollingPolicy:
-    """The job's polling policy: the catalog's, with the first poll and usual window its upstream model's recent
-    completions teach (``worker.latency``); sparse when its upstream calls back (``worker.safety_poll``)."""
-    policy = with_profile(PollingPolicy.model_validate(job.polling_policy), rt.latency.profile(_latency_key(job)))
-    return safety_poll.policy_for(policy, provider=job.provider, settings=rt.settings)
-
-
-def _latency_key(job: Job) -> str:
-    return latency_key(job.provider, job.upstream_model, job.operation)
-
-
-def _learn_completion(job: Job, *, seen_at: datetime, rt: Runtime) -> None:
-    """Teach the poll schedule when this upstream model's tasks finish: after the last poll that saw the task
-    pending (the row's last update) and by the poll that saw it done, in seconds since the job started running."""
-    with rt.session() as session:
-        events = jobs_repo.list_events(session=session, job_id=job.id)
-    started = max((event.at for event in events if event.to_status == JobStatus.RUNNING), default=None)
-    if started is None:
-        return
-    last_pending = job.updated_at if job.poll_count > 0 else started
-    after_s, by_s = (last_pending - started).total_seconds(), (seen_at - started).total_seconds()
-    rt.latency.record(_latency_key(job), Completion.between(after_s, by_s))
-
-
-def finish_job(
-    job_id: str,
-    *,
-    from_: JobStatus,
-    provider: str,
-    images: Sequence[ResultImage],
-    rt: Runtime,
-    when_poll_count: int | None = None,
-    served_model: str | None = None,
-    partials: Sequence[ResultImage] = (),
-    **changes: Any,
-) -> bool:
-    """Store the images, then in one transaction: ``→ succeeded``, image rows, cost row, webhook row.
-
-    ``partials`` (streamed partial images) are stored beside them, their keys kept in the upstream report."""
-    if served_model:
-        changes["upstream_model"] = served_model
-    try:
-        stored = store_results(
-            job_id=job_id,
-            provider=provider,
-            images=images,
-            storage=rt.storage,
-            downloads=rt.downloads,
-            max_bytes=rt.settings.max_image_bytes,
-        )
-        if partials:
-            kept = store_results(
-                job_id=f"{job_id}/partials",
-                provider=provider,
-                images=partials,
-                storage=rt.storage,
-                downloads=rt.downloads,
-                max_bytes=rt.settings.max_image_bytes,
-            )
-            report = changes.get("upstream_report") or {}
-            changes["upstream_report"] = {**report, "partial_images": [image.storage_key for image in kept]}
-    except TransientProviderError as exc:
-        if from_ == JobStatus.RUNNING and when_poll_count is not None:
-            log.info("job %s result download failed, polling again: %s", job_id, exc.message)
-            with rt.session() as session:
-                job = session.get(Job, job_id)
-            if job is not None:
-                _schedule_next_poll(job, when_poll_count, minimum_s=0, rt=rt)
-            return False
-        return fail_job(job_id, from_=from_, code=exc.code, message=exc.message, rt=rt, **changes)
-    except ProviderError as exc:
-        return fail_job(
-            job_id, from_=from_, code=exc.code, message=exc.message, rt=rt, when_poll_count=when_poll_count, **changes
-        )
-    except StorageUnavailableError as exc:
-        _storage_unavailable(job_id, from_=from_, when_poll_count=when_poll_count, error=exc, rt=rt)
-        return False
-    now = rt.clock()
-    with rt.session() as session, session.begin():
-        ended, delivery = _end(
-            session,
-            job_id,
-            from_=from_,
-            to=JobStatus.SUCCEEDED,
-            now=now,
-            detail=f"{len(stored)} image(s)",
-            when_poll_count=when_poll_count,
-            **changes,
-        )
-        if ended is not None:
-            jobs_repo.add_images(session=session, images=stored)
-            jobs_repo.record_cost(session=session, job=ended, quantity=len(stored))
-    if ended is None:
-        return False
-    _after_terminal(ended, delivery, rt=rt)
-    return True
-
-
-def _storage_unavailable(
-    job_id: str, *, from_: JobStatus, when_poll_count: int | None, error: StorageUnavailableError, rt: Runtime
-) -> None:
-    """The results could not be stored: nothing is ended or billed. A running job is polled again (the upstream
-    still has the result); a synchronous one goes back to its queue, the attempt not counted (the upstream did its
-    part), until the store is back or the job's deadline passes (the sweeper times it out)."""
-    log.warning("job %s: %s; trying again later", job_id, error.message)
-    with rt.session() as session:
-        job = session.get(Job, job_id)
-    if job is None:
-        return
-    if from_ == JobStatus.RUNNING and when_poll_count is not None:
-        _schedule_next_poll(job, when_poll_count, minimum_s=5.0, rt=rt)
-        return
-    if job.channel is not None:  # the upstream call is over: nothing holds its slots
-        admission_.release_slots(job.provider, job.channel, job.id, rt=rt)
-    now = rt.clock()
-    with rt.session() as session, session.begin():
-        won = jobs_repo.transition(
-            session=session,
-            job_id=job_id,
-            from_=JobStatus.SUBMITTING,
-            to=JobStatus.QUEUED,
-            detail=f"retry in {STORAGE_RETRY_S:.0f}s: {error.message}"[:1000],
-            when=col(Job.submit_attempts) == job.submit_attempts,
-            now=now,
-            submit_attempts=max(job.submit_attempts - 1, 0),
-            lease_until=None,
-            dispatched_at=now + timedelta(seconds=STORAGE_RETRY_S),
-            channel=None,
-        )
-    if won:
-        rt.sender.submit(job_id, route=route_of(job), countdown_s=STORAGE_RETRY_S)
-
-
-def fail_job(
-    job_id: str,
-    *,
-    from_: JobStatus,
-    code: str,
-    message: str,
-    rt: Runtime,
-    to: JobStatus = JobStatus.FAILED,
-    when_poll_count: int | None = None,
-    **changes: Any,
-) -> bool:
-    """``from_ → failed | timed_out`` with a normalised error code; no cost is recorded."""
-    now = rt.clock()
-    with rt.session() as session, session.begin():
-        ended, delivery = _end(
-            session,
-            job_id,
-            from_=from_,
-            to=to,
-            now=now,
-            detail=code,
-            when_poll_count=when_poll_count,
-            error_code=code,
-            error_message=message[:1000],
-            **changes,
-        )
-    if ended is None:
-        return False
-    log.info("job %s %s → %s (%s)", job_id, from_, to, code)
-    _after_terminal(ended, delivery, rt=rt)
-    return True
-
-
-def fail_job_wherever(job_id: str, *, code: str, message: str, rt: Runtime, to: JobStatus = JobStatus.FAILED) -> bool:
-    """End a job from whatever non-terminal status it is in (task boundary, sweeper deadlines)."""
-    with rt.session() as session:
-        job = session.get(Job, job_id)
-    if job is None or job.status in TERMINAL:
-        return False
-    return fail_job(job_id, from_=JobStatus(job.status), code=code, message=message, rt=rt, to=to)
-
-
-def _end(
-    session: Session,
-    job_id: str,
-    *,
-    from_: JobStatus,
-    to: JobStatus,
-    now: datetime,
-    detail: str,
-    when_poll_count: int | None,
-    **changes: Any,
-) -> tuple[Job | None, WebhookDelivery | None]:
-    """The terminal compare-and-set; the winner also gets the ended row (already loaded by ``end_job``)."""
-    when = col(Job.poll_count) == when_poll_count if when_poll_count is not None else None
-    won, delivery = jobs_repo.end_job(
-        session=session, job_id=job_id, from_=from_, to=to, now=now, detail=detail, when=when, **changes
-    )
-    return (session.get(Job, job_id) if won else None), delivery
-
-
-def _after_terminal(job: Job, delivery: WebhookDelivery | None, *, rt: Runtime) -> None:
-    if job.channel is not None:  # the job's upstream task is over: its concurrency slots are free
-        admission_.release_slots(job.provider, job.channel, job.id, rt=rt)
-    rt.announce_done(job.id)
-    if delivery is not None and delivery.id is not None:
-        rt.sender.webhook(delivery.id)

@@ -17,11 +17,11 @@ from shared.db.tables import utcnow
 from shared.errors import ConfigurationError
 from shared.queue import Route
 from shared.storage import ObjectStorage
-from worker.channels import ChannelHealth
+from worker.capacity import Capacity
+from worker.fast_receivers import FastReceivers
 from worker.inflight import InflightCalls
-from worker.latency import LatencyBook
-from worker.providers.base import ImageProvider
-from worker.upstream_limits import UpstreamLimits
+from worker.providers.base import ImageProvider, Pollable, as_pollable
+from worker.scheduling.latency import LatencyBook
 
 
 class Sender(Protocol):
@@ -48,17 +48,17 @@ class Runtime:
     downloads: httpx.Client
     #: posts webhooks (no redirects, no proxies from the environment)
     webhook_http: httpx.Client
+    #: channels, limits and channel health (``Capacity.redis`` in a worker, ``Capacity.in_memory`` in tests)
+    capacity: Capacity
     clock: Callable[[], datetime] = field(default=utcnow)
     #: adapters of the extra channels (``IMAGEJOBS_<PROVIDER>__CHANNELS``): provider → channel name → adapter
     channels: Mapping[str, Mapping[str, ImageProvider]] = field(default_factory=dict)
-    #: fleet-wide requests-per-second and concurrency limits per channel (None: unlimited)
-    limits: UpstreamLimits | None = None
-    #: channels' failure streaks and rests (None: every channel always healthy)
-    health: ChannelHealth | None = None
     #: recent completion latencies per upstream model: where poll schedules start (Redis in a worker)
     latency: LatencyBook = field(default_factory=LatencyBook.in_memory)
     #: where submit calls to upstreams run (a sync generation lasts seconds): beside the Celery pool in a worker
     inflight: InflightCalls = field(default_factory=InflightCalls.inline)
+    #: webhook receivers that answered fast last time: sent the next webhook inline (``worker.fast_receivers``)
+    fast_receivers: FastReceivers = field(default_factory=FastReceivers)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -73,6 +73,10 @@ class Runtime:
             return self.channels[provider][channel]
         except KeyError:
             raise ConfigurationError(f"{provider}: no channel {channel!r} is configured") from None
+
+    def pollable(self, provider: str, channel: str | None) -> Pollable:
+        """The adapter of an async upstream's channel, which a running job's poll asks."""
+        return as_pollable(self.adapter(provider, channel))
 
     def close(self) -> None:
         self.inflight.shutdown(wait=True)

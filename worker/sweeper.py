@@ -17,7 +17,7 @@ from shared.errors import ErrorCode
 from shared.jobs import JobStatus
 from shared.queue import route_of
 from worker.batch_completion import finish_batches
-from worker.pipeline import fail_job
+from worker.ending import fail_job
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def _restart_overdue_polls(rt: Runtime) -> int:
     restarted = 0
     for job in jobs:
         with rt.session() as session, session.begin():
-            won = jobs_repo.touch_poll(session=session, job_id=job.id, poll_count=job.poll_count, next_poll_at=now)
+            won = jobs_repo.rearm_poll(session=session, job_id=job.id, poll_count=job.poll_count, next_poll_at=now)
         if won:
             rt.sender.poll(job.id, job.poll_count, route=route_of(job), countdown_s=0)
             restarted += 1

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from shared.errors import ErrorCode, StorageUnavailableError
 from shared.queue import TaskName
-from worker import pipeline, retention, sweeper, webhooks
+from worker import ending, pipeline, retention, sweeper, webhooks
 from worker.app import app, runtime
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def _failing_job_on_crash(job_id: str) -> Iterator[None]:
         log.warning("job %s: broker unavailable, its next message is left to the sweeper", job_id, exc_info=True)
     except Exception:
         log.exception("job %s crashed in a task", job_id)
-        pipeline.fail_job_wherever(job_id, code=ErrorCode.INTERNAL_ERROR, message="internal error", rt=runtime())
+        ending.fail_job_wherever(job_id, code=ErrorCode.INTERNAL_ERROR, message="internal error", rt=runtime())
 
 
 @app.task(name=TaskName.SUBMIT_JOB.value)

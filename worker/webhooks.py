@@ -99,21 +99,31 @@ def is_disabled(*, session: Session, owner: str, url: str) -> bool:
     return session.exec(statement).first() is not None
 
 
-def deliver_webhook(delivery_id: int, *, rt: Runtime) -> None:
-    """Send one attempt; on failure schedule the next one (a row, plus a countdown task for short waits)."""
+def deliver_webhook(delivery_id: int, *, rt: Runtime, claimed: bool = False) -> None:
+    """Send one attempt; on failure schedule the next one (a row, plus a countdown task for short waits).
+
+    ``claimed``: the attempt was created already claimed by the task that ended the job (``send_at_once``), so
+    there is no claim to commit."""
     now = rt.clock()
     stale_before = now - timedelta(seconds=rt.settings.sweeper.webhook_stale_s)
-    with rt.session() as session, session.begin():
-        if not jobs_repo.claim_webhook(session=session, delivery_id=delivery_id, now=now, stale_before=stale_before):
-            return
+    with rt.session() as session:
+        if not claimed:
+            with session.begin():
+                won = jobs_repo.claim_webhook(
+                    session=session, delivery_id=delivery_id, now=now, stale_before=stale_before
+                )
+            if not won:
+                return
         delivery = session.get(WebhookDelivery, delivery_id)
-        assert delivery is not None  # we just claimed it
+        assert delivery is not None  # claimed: by us just now, or by its creator
         subject = _subject_of(session, delivery, rt=rt)
         if is_disabled(session=session, owner=subject.owner, url=delivery.url):
             _finish(session, delivery, AttemptResult(None, "endpoint disabled (410 Gone)", 0), now, state="skipped")
+            session.commit()
             return
         secrets = signing_secrets(session=session, owner=subject.owner, settings=rt.settings, now=now)
     result = _post(delivery, subject.body, secrets=secrets, rt=rt)
+    rt.fast_receivers.note(delivery.url, delivered=result.delivered, latency_ms=result.latency_ms)
     finished = rt.clock()
     delay = _retry_delay(delivery.attempt, result, rt=rt)
     with rt.session() as session, session.begin():
@@ -148,6 +158,23 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime) -> None:
     )
     if upcoming is not None and upcoming.id is not None and delay is not None and delay <= MAX_COUNTDOWN_S:
         rt.sender.webhook(upcoming.id, countdown_s=delay)
+
+
+def send_at_once(url: str, *, rt: Runtime) -> bool:
+    """Whether the task that ends a job sends its webhook's first attempt itself (``worker.fast_receivers``)."""
+    return rt.fast_receivers.is_fast(url)
+
+
+def deliver_first_attempt(delivery: WebhookDelivery, *, rt: Runtime) -> None:
+    """Right after the terminal commit: the attempt itself when it was created claimed, else the webhook task."""
+    assert delivery.id is not None
+    if delivery.state != "sending":
+        rt.sender.webhook(delivery.id)
+        return
+    try:
+        deliver_webhook(delivery.id, rt=rt, claimed=True)
+    except Exception:  # the attempt stays claimed; the sweeper re-sends it once that claim is stale
+        log.warning("webhook %s: inline delivery failed; left to the sweeper", delivery.id, exc_info=True)
 
 
 def _retry_delay(attempt: int, result: AttemptResult, *, rt: Runtime) -> float | None:

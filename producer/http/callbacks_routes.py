@@ -9,7 +9,7 @@ in flight, with the old count can no longer write anything, so the poll made aft
 Duplicates and replays are harmless: a later one finds the job finished (nothing to do) or moves the chain once
 more (one more upstream read, never a second charge or webhook). A job not running yet (the upstream finished
 before our submit was recorded) gets one early poll of link 0. Any lost callback is covered by the safety poll
-(``worker/safety_poll.py``) and the sweeper.
+(``worker/scheduling/safety_poll.py``) and the sweeper.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def react_to_callback(
             sender.poll(job_id, 0, route=route, countdown_s=EARLY_POLL_S)
             return Action.EARLY_POLL_SENT
         with session() as writing, writing.begin():
-            moved = jobs_repo.schedule_next_poll(
+            moved = jobs_repo.advance_poll(
                 session=writing, job_id=job_id, expected_poll_count=job.poll_count, next_poll_at=now
             )
         if moved:

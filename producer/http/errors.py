@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import InvalidRequestError, JobNotFoundError, StorageUnavailableError
+from shared.errors import ImageJobsError, InvalidRequestError, JobNotFoundError, StorageUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ _TYPES = {
 }
 
 
-class ApiError(Exception):
+class ApiError(ImageJobsError):
     """An HTTP error answered in the OpenAI error shape."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None) -> None:

@@ -48,11 +48,11 @@ class Operation(_Strict):
 
 
 class PollingPolicy(_Strict):
-    """How an async job is polled (``worker.polling``): first poll near the early completion quantile, short
+    """How an async job is polled (``worker.scheduling.polling``): first poll near the early completion quantile, short
     intervals across the usual window, exponential back-off past it, capped, with jitter and a deadline.
 
     ``first_poll_s`` and ``usual_window_s`` are the catalog's defaults: once a model's completions are learned
-    (``worker.latency``), its p10 and p95 take their place.
+    (``worker.scheduling.latency``), its p10 and p95 take their place.
     """
 
     #: the first poll: the model's early completion quantile (p10), seconds after the upstream accepted the task

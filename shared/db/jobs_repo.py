@@ -6,7 +6,7 @@ transition, its cost row, its images, its event and its webhook row land in one 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -65,22 +65,82 @@ def transition(
     from_: JobStatus,
     to: JobStatus,
     detail: str | None = None,
-    when: ColumnElement[bool] | None = None,
     now: datetime | None = None,
-    **changes: Any,
 ) -> bool:
-    """Compare-and-set ``from_ → to`` (plus ``changes``); appends an event and returns True if it won."""
-    if not can_transition(from_, to):
-        raise ValueError(f"{from_} → {to} is not a job transition")
-    now = now or utcnow()
-    conditions = [col(Job.id) == job_id, col(Job.status) == from_]
-    if when is not None:
-        conditions.append(when)
-    statement = update(Job).where(*conditions).values(status=to, updated_at=now, **changes)
-    won = session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
-    if won:
-        session.add(JobEvent(job_id=job_id, from_status=from_, to_status=to, at=now, detail=detail))
-    return won
+    """A plain compare-and-set ``from_ → to`` (no other column changes); appends an event and returns True if it
+    won. The worker's steps use the named verbs below, which change what their step changes."""
+    return _compare_and_set(session, job_id, from_=from_, to=to, now=now or utcnow(), detail=detail)
+
+
+def claim_submit(
+    *,
+    session: Session,
+    job_id: str,
+    from_: JobStatus,
+    expected_attempts: int,
+    lease_until: datetime,
+    channel: str,
+    now: datetime,
+) -> bool:
+    """``queued`` (or ``submitting`` with an expired lease) ``→ submitting``, as attempt ``expected_attempts + 1``
+    on ``channel``: only one of the workers holding the same message wins."""
+    attempt = expected_attempts + 1
+    return _compare_and_set(
+        session,
+        job_id,
+        from_=from_,
+        to=JobStatus.SUBMITTING,
+        now=now,
+        detail=f"attempt {attempt}",
+        where=[col(Job.submit_attempts) == expected_attempts],
+        values={"submit_attempts": attempt, "lease_until": lease_until, "channel": channel},
+    )
+
+
+def start_running(
+    *, session: Session, job_id: str, attempt: int, upstream_task_id: str, next_poll_at: datetime, now: datetime
+) -> bool:
+    """``submitting → running`` for the submit attempt ``attempt`` that created ``upstream_task_id``."""
+    return _compare_and_set(
+        session,
+        job_id,
+        from_=JobStatus.SUBMITTING,
+        to=JobStatus.RUNNING,
+        now=now,
+        detail=f"upstream task {upstream_task_id}",
+        where=[col(Job.submit_attempts) == attempt],
+        values={"upstream_task_id": upstream_task_id, "poll_count": 0, "next_poll_at": next_poll_at,
+                "lease_until": None, "running_since": now},
+    )  # fmt: skip
+
+
+def hand_back(
+    *,
+    session: Session,
+    job_id: str,
+    attempt: int,
+    channel: str | None,
+    dispatch_at: datetime,
+    reason: str,
+    now: datetime,
+    refund_attempt: bool = False,
+) -> bool:
+    """``submitting → queued`` after the failed submit attempt ``attempt``, due again at ``dispatch_at``: pinned to
+    ``channel``, or (None) free to go to whichever channel admits it. ``refund_attempt``: the attempt does not count
+    (the upstream did its part; we could not store its result)."""
+    values: dict[str, object] = {"lease_until": None, "dispatched_at": dispatch_at, "channel": channel}
+    if refund_attempt:
+        values["submit_attempts"] = max(attempt - 1, 0)
+    return _compare_and_set(
+        session,
+        job_id,
+        from_=JobStatus.SUBMITTING,
+        to=JobStatus.QUEUED,
+        now=now,
+        detail=reason[:1000],
+        where=[col(Job.submit_attempts) == attempt],
+        values=values,
+    )
 
 
 def end_job(
@@ -91,40 +151,77 @@ def end_job(
     to: JobStatus,
     now: datetime,
     detail: str | None = None,
-    when: ColumnElement[bool] | None = None,
-    **changes: Any,
+    expected_poll_count: int | None = None,
+    poll_count: int | None = None,
+    error_code: str | None = None,
+    error_message: str | None = None,
+    served_model: str | None = None,
+    upstream_report: dict[str, Any] | None = None,
+    send_webhook_now: Callable[[str], bool] | None = None,
 ) -> tuple[bool, WebhookDelivery | None]:
     """The terminal compare-and-set ``from_ → to``: stamps ``finished_at``, clears the lease and the next poll, and
-    schedules the ``job.<to>`` webhook (if the job has a callback URL). Returns (won, that webhook row).
+    schedules the ``job.<to>`` webhook (if the job has a callback URL). Returns (won, that webhook row); the winner
+    finds the ended row in the session (``session.get`` without a query).
 
-    Used by the worker (succeeded, failed, timed out) and the producer (cancelled). Only the winner gets True;
-    after the commit it announces the job as done and sends the webhook task.
+    ``expected_poll_count``: only the poll that holds this link of the chain may end the job (``poll_count``: the
+    count it ends with). ``served_model``: the upstream model that actually served; ``upstream_report``: what it
+    said about the result (size, quality, usage …). ``send_webhook_now(url)``: the
+    caller sends the first attempt itself right after the commit, so the row is created already claimed
+    (``sending``; the sweeper re-sends it if the caller dies). Used by the worker (succeeded,
+    failed, timed out) and the producer (cancelled). After the commit the winner announces the job as done and
+    sends the webhook task.
     """
     if to not in TERMINAL:
         raise ValueError(f"{to} is not a terminal status")
-    won = transition(
-        session=session,
-        job_id=job_id,
-        from_=from_,
-        to=to,
-        detail=detail,
-        when=when,
-        now=now,
-        finished_at=now,
-        lease_until=None,
-        next_poll_at=None,
-        **changes,
-    )
+    values: dict[str, object] = {"finished_at": now, "lease_until": None, "next_poll_at": None}
+    if poll_count is not None:
+        values["poll_count"] = poll_count
+    if error_code is not None:
+        values |= {"error_code": error_code, "error_message": (error_message or "")[:1000]}
+    if served_model:
+        values["upstream_model"] = served_model
+    if upstream_report:
+        values["upstream_report"] = upstream_report
+    where = [col(Job.poll_count) == expected_poll_count] if expected_poll_count is not None else []
+    won = _compare_and_set(session, job_id, from_=from_, to=to, now=now, detail=detail, where=where, values=values)
     if not won:
         return False, None
     job = get_job(session=session, job_id=job_id)
-    delivery = schedule_webhook(session=session, job=job, event_type=f"job.{to.value}", attempt=1, at=now)
+    claimed = job.callback_url is not None and send_webhook_now is not None and send_webhook_now(job.callback_url)
+    delivery = schedule_webhook(
+        session=session, job=job, event_type=f"job.{to.value}", attempt=1, at=now, claimed=claimed
+    )
     session.flush()
     return True, delivery
 
 
-def schedule_next_poll(*, session: Session, job_id: str, expected_poll_count: int, next_poll_at: datetime) -> bool:
-    """Advance the poll chain by one; only one holder of ``expected_poll_count`` can win."""
+def _compare_and_set(
+    session: Session,
+    job_id: str,
+    *,
+    from_: JobStatus,
+    to: JobStatus,
+    now: datetime,
+    detail: str | None,
+    where: Sequence[ColumnElement[bool]] = (),
+    values: Mapping[str, object] | None = None,
+) -> bool:
+    """``UPDATE jobs SET status = to, … WHERE id = job_id AND status = from_ AND …``; the winner's event row."""
+    if not can_transition(from_, to):
+        raise ValueError(f"{from_} → {to} is not a job transition")
+    conditions = [col(Job.id) == job_id, col(Job.status) == from_, *where]
+    statement = update(Job).where(*conditions).values(status=to, updated_at=now, **(values or {}))
+    won = session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
+    if won:
+        session.add(JobEvent(job_id=job_id, from_status=from_, to_status=to, at=now, detail=detail))
+    return won
+
+
+def advance_poll(
+    *, session: Session, job_id: str, expected_poll_count: int, next_poll_at: datetime, now: datetime | None = None
+) -> bool:
+    """Advance the poll chain by one (a poll that found the task pending); only one holder of
+    ``expected_poll_count`` can win. Not a status change: no event."""
     statement = (
         update(Job)
         .where(
@@ -132,7 +229,7 @@ def schedule_next_poll(*, session: Session, job_id: str, expected_poll_count: in
             col(Job.status) == JobStatus.RUNNING,
             col(Job.poll_count) == expected_poll_count,
         )
-        .values(poll_count=expected_poll_count + 1, next_poll_at=next_poll_at, updated_at=utcnow())
+        .values(poll_count=expected_poll_count + 1, next_poll_at=next_poll_at, updated_at=now or utcnow())
     )
     return session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
 
@@ -153,8 +250,9 @@ def touch_dispatch(
     return session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
 
 
-def touch_poll(*, session: Session, job_id: str, poll_count: int, next_poll_at: datetime) -> bool:
-    """Re-arm an overdue poll chain at ``poll_count`` (the sweeper's restart), if nobody moved it."""
+def rearm_poll(*, session: Session, job_id: str, poll_count: int, next_poll_at: datetime) -> bool:
+    """Re-arm the poll chain at ``poll_count`` without counting a poll (a poll waiting for a token, the sweeper's
+    restart of an overdue chain), if nobody moved it."""
     statement = (
         update(Job)
         .where(col(Job.id) == job_id, col(Job.status) == JobStatus.RUNNING, col(Job.poll_count) == poll_count)
@@ -195,16 +293,19 @@ def record_cost(*, session: Session, job: Job, quantity: int) -> CostEntry:
 
 
 def schedule_webhook(
-    *, session: Session, job: Job, event_type: str, attempt: int, at: datetime
+    *, session: Session, job: Job, event_type: str, attempt: int, at: datetime, claimed: bool = False
 ) -> WebhookDelivery | None:
     """Schedule a delivery attempt of the job's terminal event, if the job has a callback URL."""
     if job.callback_url is None:
         return None
-    return add_webhook_attempt(session=session, job=job, event_type=event_type, attempt=attempt, at=at)
+    return add_webhook_attempt(session=session, job=job, event_type=event_type, attempt=attempt, at=at, claimed=claimed)
 
 
-def add_webhook_attempt(*, session: Session, job: Job, event_type: str, attempt: int, at: datetime) -> WebhookDelivery:
-    """A pending delivery attempt of the job's terminal event (``webhook-id`` derived from the job)."""
+def add_webhook_attempt(
+    *, session: Session, job: Job, event_type: str, attempt: int, at: datetime, claimed: bool = False
+) -> WebhookDelivery:
+    """A delivery attempt of the job's terminal event (``webhook-id`` derived from the job): pending, or already
+    claimed for sending at ``at`` by whoever creates it."""
     assert job.callback_url is not None
     delivery = WebhookDelivery(
         job_id=job.id,
@@ -213,6 +314,8 @@ def add_webhook_attempt(*, session: Session, job: Job, event_type: str, attempt:
         url=job.callback_url,
         attempt=attempt,
         next_attempt_at=at,
+        state="sending" if claimed else "pending",
+        started_at=at if claimed else None,
     )
     session.add(delivery)
     return delivery

@@ -95,6 +95,8 @@ class Job(SQLModel, table=True):
     dispatched_at: datetime | None = _when()
     lease_until: datetime | None = _when()
     next_poll_at: datetime | None = _when()
+    #: when the upstream accepted the task (``→ running``): what the learned poll schedule measures from
+    running_since: datetime | None = _when()
     deadline_at: datetime | None = _when()
     finished_at: datetime | None = _when()
     #: when retention (or an erasure) deleted the job's result images / its stored input images

@@ -14,7 +14,7 @@ import pytest
 from shared.catalog import PollingPolicy
 from tests.e2e.conftest import Stack
 from tests.support import API_KEY, wait_until
-from worker.polling import MIN_DELAY_S, max_detection_lag_s
+from worker.scheduling.polling import MIN_DELAY_S, max_detection_lag_s
 
 pytestmark = pytest.mark.e2e
 

@@ -71,13 +71,20 @@ class Api:
             for src, dst in itertools.pairwise(path):
                 if path.index(src) < path.index(current) or src == dst:
                     continue
-                changes: dict[str, Any] = {}
-                if dst not in (JobStatus.SUBMITTING, JobStatus.RUNNING):
-                    self._store_images(session, job_id, images)
-                    changes["finished_at"] = utcnow() + timedelta(milliseconds=250)
-                    if error is not None:
-                        changes |= {"error_code": "content_policy_violation", "error_message": error}
-                assert jobs_repo.transition(session=session, job_id=job_id, from_=src, to=dst, **changes)
+                if dst in (JobStatus.SUBMITTING, JobStatus.RUNNING):
+                    assert jobs_repo.transition(session=session, job_id=job_id, from_=src, to=dst)
+                    continue
+                self._store_images(session, job_id, images)
+                won, _ = jobs_repo.end_job(
+                    session=session,
+                    job_id=job_id,
+                    from_=src,
+                    to=dst,
+                    now=utcnow() + timedelta(milliseconds=250),
+                    error_code="content_policy_violation" if error is not None else None,
+                    error_message=error,
+                )
+                assert won
             session.commit()
 
     def _store_images(self, session: Session, job_id: str, count: int) -> None:

@@ -46,8 +46,14 @@ def _finish(sqlite_url: str, storage_settings: dict[str, Any], job_id: str) -> N
     storage.put(key, png_bytes())
     engine = make_engine(sqlite_url)
     with Session(engine) as session:
-        for src, dst in ((JobStatus.QUEUED, JobStatus.SUBMITTING), (JobStatus.SUBMITTING, JobStatus.SUCCEEDED)):
-            assert jobs_repo.transition(session=session, job_id=job_id, from_=src, to=dst, finished_at=utcnow())
+        now = utcnow()
+        assert jobs_repo.transition(
+            session=session, job_id=job_id, from_=JobStatus.QUEUED, to=JobStatus.SUBMITTING, now=now
+        )
+        won, _ = jobs_repo.end_job(
+            session=session, job_id=job_id, from_=JobStatus.SUBMITTING, to=JobStatus.SUCCEEDED, now=now
+        )
+        assert won
         row = JobImage(job_id=job_id, index=0, storage_key=key, content_type="image/png", byte_size=1)
         jobs_repo.add_images(session=session, images=[row])
         session.commit()

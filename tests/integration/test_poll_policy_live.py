@@ -28,8 +28,8 @@ from shared.queue import TaskSender, make_celery
 from tests.conftest import make_settings
 from tests.integration.harness import Emulator, ProcessesFactory, Rows, wait_for_terminal
 from tests.support import API_KEY
-from worker.latency import KEY_PREFIX, Completion, RedisCompletions, latency_key, profile_of
-from worker.polling import MIN_DELAY_S, max_detection_lag_s, nominal_delay, with_profile
+from worker.scheduling.latency import KEY_PREFIX, Completion, RedisCompletions, latency_key, profile_of
+from worker.scheduling.polling import MIN_DELAY_S, max_detection_lag_s, nominal_delay, with_profile
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,8 @@ from tests.fakes import accepted, completed, png_bytes, succeeded
 from tests.s3 import S3Bucket
 from tests.support import REPO, base_env, celery_worker_command, free_port
 from tests.unit.conftest import OPENAI_REQUEST, HarnessFactory
-from worker.pipeline import STORAGE_RETRY_S, poll_job, submit_job
+from worker.finishing import STORAGE_RETRY_S
+from worker.pipeline import poll_job, submit_job
 
 pytestmark = pytest.mark.integration
 

@@ -43,6 +43,7 @@ from tests.unit.contracts.bfl import CONTRACT
 from tests.unit.contracts.relay import CONTRACT as RELAY
 from worker.inputs import InputImage
 from worker.providers import Accepted, Completed, JobSpec, PollResult, UpstreamState
+from worker.providers.base import as_pollable
 from worker.providers.bfl import MAX_UPSTREAM_ID, BflProvider
 from worker.providers.relay import RelayProvider
 
@@ -500,7 +501,7 @@ def _run(emulator: TestClient, spec: JobSpec) -> Image.Image:
     submission = adapter.submit(spec)
     assert isinstance(submission, Accepted)
     assert submission.upstream_id.startswith("http://emulator/bfl/v1/get_result?id=")
-    result = adapter.poll(submission.upstream_id)
+    result = as_pollable(adapter).poll(submission.upstream_id)
     assert result.state == UpstreamState.SUCCEEDED, result
     (image,) = result.images
     assert image.url is not None
@@ -576,11 +577,11 @@ def test_a_hanging_task_stays_pending(emulator: TestClient) -> None:
     submission = adapter.submit(_spec_for(model="flux-pro-1.1", prompt="a fox [hang]"))
     assert isinstance(submission, Accepted)
 
-    assert adapter.poll(submission.upstream_id).state == UpstreamState.PENDING
+    assert as_pollable(adapter).poll(submission.upstream_id).state == UpstreamState.PENDING
 
 
 def test_an_unknown_task_is_failed_not_found(emulator: TestClient) -> None:
-    result = CONTRACT.build(emulator, True).poll("no-such-task")
+    result = as_pollable(CONTRACT.build(emulator, True)).poll("no-such-task")
 
     assert result.state == UpstreamState.FAILED
     assert type(result.error) is PermanentProviderError
@@ -601,7 +602,7 @@ def test_the_key_is_checked_on_polls_too(emulator: TestClient) -> None:
     assert isinstance(submission, Accepted)
 
     with pytest.raises(ProviderAuthError):
-        CONTRACT.build(emulator, False).poll(submission.upstream_id)
+        as_pollable(CONTRACT.build(emulator, False)).poll(submission.upstream_id)
 
 
 def test_the_adapter_is_built_from_the_settings_fallback(emulator: TestClient) -> None:

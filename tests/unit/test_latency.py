@@ -1,5 +1,5 @@
-"""``worker.latency``: completions recorded per upstream model (Redis list on fakeredis, or in memory), their
-quantiles with each completion spread over its interval, a per-process cache, and the catalog's defaults when
+"""``worker.scheduling.latency``: completions recorded per upstream model (Redis list on fakeredis, or in memory),
+their quantiles with each completion spread over its interval, a per-process cache, and the catalog's defaults when
 too little is known or Redis is gone."""
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from shared.jobs import JobStatus
 from tests.fakes import accepted, pending, succeeded
 from tests.unit.conftest import Harness
-from worker.latency import (
+from worker.pipeline import poll_job, submit_job
+from worker.providers.base import PollResult, UpstreamState
+from worker.scheduling.latency import (
     CACHE_TTL_S,
     KEY_PREFIX,
     KEY_TTL_S,
@@ -31,8 +33,6 @@ from worker.latency import (
     profile_of,
     quantile,
 )
-from worker.pipeline import poll_job, submit_job
-from worker.providers.base import PollResult, UpstreamState
 
 KEY = latency_key("kling", "kling-v2-1", "text2img")
 

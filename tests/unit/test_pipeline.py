@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlmodel import col, select
+from sqlmodel import select
 
 from shared.db import jobs_repo
 from shared.db.tables import Job, JobEvent, WebhookDelivery
@@ -15,7 +15,8 @@ from shared.errors import ContentPolicyError, ErrorCode, RateLimitedError, Trans
 from shared.jobs import JobStatus
 from tests.fakes import accepted, completed, pending, succeeded
 from tests.unit.conftest import OPENAI_REQUEST, CrashingProvider, Harness, HarnessFactory
-from worker.pipeline import finish_job, poll_job, submit_job
+from worker.finishing import Ended, finish_job
+from worker.pipeline import poll_job, submit_job
 from worker.providers.base import JobSpec, PollResult, ResultImage, UpstreamState
 
 CALLBACK = "https://hooks.example.com/imagejobs"
@@ -404,14 +405,13 @@ def test_two_finish_calls_for_one_job_have_one_winner(harness: Harness) -> None:
     job_id = _start_running(harness, callback_url=CALLBACK)
     images = completed(2).images
 
-    first = finish_job(
-        job_id, from_=JobStatus.RUNNING, provider="kling", images=images, rt=harness.rt, when_poll_count=0, poll_count=1
-    )
-    second = finish_job(
-        job_id, from_=JobStatus.RUNNING, provider="kling", images=images, rt=harness.rt, when_poll_count=0, poll_count=1
-    )
+    with harness.rt.session() as session:
+        job = session.get(Job, job_id)
+    assert job is not None
+    first = finish_job(job, from_=JobStatus.RUNNING, images=images, rt=harness.rt, expected_poll_count=0, poll_count=1)
+    second = finish_job(job, from_=JobStatus.RUNNING, images=images, rt=harness.rt, expected_poll_count=0, poll_count=1)
 
-    assert (first, second) == (True, False)
+    assert (first, second) == (Ended(won=True), Ended(won=False))
     assert len(harness.costs(job_id)) == 1
     assert len(harness.deliveries(job_id)) == 1
     assert len(harness.images(job_id)) == 2
@@ -476,13 +476,14 @@ def test_transition_guard_condition_makes_a_stale_claim_lose(make_harness: Harne
     job_id = harness.enqueue()
 
     with harness.session() as session, session.begin():
-        won = jobs_repo.transition(
+        won = jobs_repo.claim_submit(
             session=session,
             job_id=job_id,
             from_=JobStatus.QUEUED,
-            to=JobStatus.SUBMITTING,
-            when=col(Job.submit_attempts) == 5,
-            submit_attempts=6,
+            expected_attempts=5,
+            lease_until=harness.clock.now,
+            channel="default",
+            now=harness.clock.now,
         )
 
     assert won is False
@@ -505,9 +506,9 @@ def test_only_one_holder_of_a_poll_count_advances_the_chain(make_harness: Harnes
     at = harness.clock.now + _seconds(10)
 
     with harness.session() as session, session.begin():
-        first = jobs_repo.schedule_next_poll(session=session, job_id=job_id, expected_poll_count=0, next_poll_at=at)
+        first = jobs_repo.advance_poll(session=session, job_id=job_id, expected_poll_count=0, next_poll_at=at)
     with harness.session() as session, session.begin():
-        second = jobs_repo.schedule_next_poll(session=session, job_id=job_id, expected_poll_count=0, next_poll_at=at)
+        second = jobs_repo.advance_poll(session=session, job_id=job_id, expected_poll_count=0, next_poll_at=at)
 
     assert (first, second) == (True, False)
     assert harness.job(job_id).poll_count == 1

@@ -1,5 +1,6 @@
-"""``worker.polling``: the latency-aware countdown (first poll at the early quantile, short intervals across the
-usual window, back-off past it) and the plain exponential one, with jitter, capped, bounded by the deadline."""
+"""``worker.scheduling.polling``: the latency-aware countdown (first poll at the early quantile, short intervals
+across the usual window, back-off past it) and the plain exponential one, with jitter, capped,
+bounded by the deadline."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.catalog import PollingPolicy
-from worker.polling import (
+from worker.scheduling.polling import (
     MIN_DELAY_S,
     WINDOW_STEPS,
     LatencyProfile,

@@ -44,6 +44,7 @@ from worker.providers import (
     ResultImage,
     UpstreamState,
 )
+from worker.providers.base import as_pollable
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -94,7 +95,7 @@ def _run_to_completion(adapter: ImageProvider, spec: JobSpec, *, max_polls: int 
         return submission.images
     assert isinstance(submission, Accepted)
     for _ in range(max_polls):
-        result = adapter.poll(submission.upstream_id)
+        result = as_pollable(adapter).poll(submission.upstream_id)
         if result.state == UpstreamState.SUCCEEDED:
             return result.images
         assert result.state == UpstreamState.PENDING, result
@@ -144,8 +145,8 @@ def test_kling_submit_is_accepted_and_pending_until_generated(emulator: TestClie
     submission = adapter.submit(KLING.spec("a slow fox [latency=60]"))
 
     assert isinstance(submission, Accepted)
-    assert adapter.poll(submission.upstream_id).state == UpstreamState.PENDING
-    assert adapter.poll(submission.upstream_id).images == ()
+    assert as_pollable(adapter).poll(submission.upstream_id).state == UpstreamState.PENDING
+    assert as_pollable(adapter).poll(submission.upstream_id).images == ()
 
 
 def test_kling_sends_the_job_id_as_external_task_id(emulator: TestClient) -> None:
@@ -155,7 +156,8 @@ def test_kling_sends_the_job_id_as_external_task_id(emulator: TestClient) -> Non
     submission = adapter.submit(spec)
 
     assert isinstance(submission, Accepted)
-    assert adapter.poll(spec.job_id).state == UpstreamState.SUCCEEDED  # the emulator finds it by external id
+    # the emulator finds it by external id
+    assert as_pollable(adapter).poll(spec.job_id).state == UpstreamState.SUCCEEDED
 
 
 def test_openai_submit_is_synchronous(emulator: TestClient) -> None:
@@ -255,7 +257,7 @@ def test_async_task_that_ends_failed_is_reported_by_poll(emulator: TestClient, p
 
 def _poll_until_done(adapter: ImageProvider, upstream_id: str, max_polls: int = 5) -> PollResult:
     for _ in range(max_polls):
-        result = adapter.poll(upstream_id)
+        result = as_pollable(adapter).poll(upstream_id)
         if result.state != UpstreamState.PENDING:
             return result
     raise AssertionError(f"still pending after {max_polls} polls")
@@ -263,7 +265,7 @@ def _poll_until_done(adapter: ImageProvider, upstream_id: str, max_polls: int = 
 
 def test_kling_poll_of_an_unknown_task_is_rejected(emulator: TestClient) -> None:
     with pytest.raises(UpstreamRejectedError):
-        KLING.build(emulator, True).poll("no-such-task")
+        as_pollable(KLING.build(emulator, True)).poll("no-such-task")
 
 
 def test_openai_failure_after_generation_is_transient(emulator: TestClient) -> None:
@@ -300,7 +302,7 @@ def test_kling_resubmit_of_a_job_that_never_arrived_creates_the_task(emulator: T
     assert isinstance(submission, Accepted)
     stats = _stats(emulator)["kling"]
     assert (stats["submits"], stats["queries"]) == (1, 1)
-    assert adapter.poll(job_id).state == UpstreamState.SUCCEEDED
+    assert as_pollable(adapter).poll(job_id).state == UpstreamState.SUCCEEDED
 
 
 def test_kling_first_attempt_does_not_look_the_job_up(emulator: TestClient) -> None:

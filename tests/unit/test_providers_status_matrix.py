@@ -22,6 +22,7 @@ from shared.errors import (
 )
 from tests.unit.contracts import CONTRACTS, Contract
 from worker.providers import Accepted
+from worker.providers.base import as_pollable
 
 #: broken answer → the exact class it must raise on (submit, poll)
 MATRIX: dict[str, tuple[type[ProviderError], type[ProviderError]]] = {
@@ -84,6 +85,6 @@ def test_a_broken_poll_answer_never_fails_the_task(emulator: TestClient, provide
 
     for _ in range(3):  # the same answer each time: still only "ask again"
         with pytest.raises(ProviderError) as caught:
-            adapter.poll(submission.upstream_id)
+            as_pollable(adapter).poll(submission.upstream_id)
         _assert_classified(caught.value, MATRIX[answer][1], answer, contract)
         assert isinstance(caught.value, TransientProviderError)

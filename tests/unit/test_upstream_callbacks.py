@@ -28,12 +28,12 @@ from shared.upstream_callbacks import callback_token, callback_url, callbacks_en
 from tests.conftest import make_settings
 from tests.fakes import RecordingSender, accepted, completed, pending, succeeded
 from tests.unit.conftest import OPENAI_REQUEST, Harness, HarnessFactory
-from worker import safety_poll
 from worker.pipeline import poll_job, submit_job
-from worker.polling import next_poll_delay
 from worker.providers import JobSpec, PollResult
 from worker.providers.bfl import BflProvider
 from worker.providers.kling import KlingProvider
+from worker.scheduling import safety_poll
+from worker.scheduling.polling import next_poll_delay
 
 ON: dict[str, Any] = {"enabled": True, "base_url": "https://gw.example.com/", "safety_interval_s": 60}
 JOB = "0123456789abcdef0123456789abcdef"

@@ -30,7 +30,7 @@ from shared.errors import (
     UnexpectedResponseError,
     UpstreamRejectedError,
 )
-from worker.channels import Fault, fault_of
+from worker.capacity.channels import Fault, fault_of
 from worker.providers import ark, bfl, gemini, kling, openai_images
 from worker.providers._http import Phase, ReadError, answer_error, status_class
 

@@ -1,4 +1,5 @@
-"""``worker.upstream_limits``: the Redis token bucket and concurrency slots (the real Lua script on fakeredis)."""
+"""``worker.capacity.limits``: the Redis token bucket and concurrency slots (the real Lua script on fakeredis), and
+how many of them each provider says a job takes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import fakeredis
 import pytest
 
 from shared.db.tables import utcnow
-from worker.upstream_limits import (
+from worker.capacity.limits import (
     DEFAULT_HOLD_S,
     HOLD_GRACE_S,
     ChannelLimits,
@@ -21,9 +22,9 @@ from worker.upstream_limits import (
     Refused,
     UpstreamLimits,
     hold_for,
-    requests_needed,
-    slots_needed,
 )
+from worker.providers.base import JobSpec
+from worker.providers.registry import facts_of
 
 
 @pytest.fixture
@@ -234,15 +235,24 @@ def redis_holders_empty(redis: fakeredis.FakeRedis) -> bool:
         ("bfl", "text2img", {}, 1, 1),
     ],
 )
-def test_slots_needed(provider: str, operation: str, params: dict[str, object], image_count: int, slots: int) -> None:
-    assert slots_needed(provider, operation=operation, params=params, image_count=image_count) == slots
+def test_each_provider_says_how_many_slots_a_job_takes(
+    provider: str, operation: str, params: dict[str, object], image_count: int, slots: int
+) -> None:
+    assert facts_of(provider).slots(_spec(operation=operation, params=params, image_count=image_count)) == slots
 
 
-def test_requests_needed() -> None:
-    assert requests_needed("gemini", image_count=3, attempt=1) == 3
-    assert requests_needed("kling", image_count=3, attempt=1) == 1
-    assert requests_needed("kling", image_count=1, attempt=2) == 2  # the look-up by external_task_id first
-    assert requests_needed("openai", image_count=4, attempt=2) == 1
+def test_each_provider_says_how_many_requests_a_submit_makes() -> None:
+    assert facts_of("gemini").requests(_spec(image_count=3)) == 3
+    assert facts_of("kling").requests(_spec(image_count=3)) == 1
+    assert facts_of("kling").requests(_spec(attempt=2)) == 2  # the look-up by external_task_id first
+    assert facts_of("openai").requests(_spec(image_count=4, attempt=2)) == 1
+
+
+def _spec(
+    *, operation: str = "text2img", params: dict[str, object] | None = None, image_count: int = 1, attempt: int = 1
+) -> JobSpec:
+    return JobSpec(job_id="j", upstream_model="m", operation=operation, params=dict(params or {}),
+                   image_count=image_count, attempt=attempt)  # fmt: skip
 
 
 def test_slots_are_held_until_the_deadline_plus_a_grace() -> None:

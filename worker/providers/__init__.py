@@ -1,6 +1,16 @@
 """Upstream adapters: one module per upstream API behind the ``ImageProvider`` protocol."""
 
-from worker.providers.base import Accepted, Completed, ImageProvider, JobSpec, PollResult, ResultImage, UpstreamState
+from worker.providers.base import (
+    Accepted,
+    Completed,
+    ImageProvider,
+    JobSpec,
+    Pollable,
+    PollResult,
+    ProviderFacts,
+    ResultImage,
+    UpstreamState,
+)
 from worker.providers.registry import PROVIDERS, build_providers
 
 __all__ = [
@@ -10,6 +20,8 @@ __all__ = [
     "ImageProvider",
     "JobSpec",
     "PollResult",
+    "Pollable",
+    "ProviderFacts",
     "ResultImage",
     "UpstreamState",
     "build_providers",

@@ -30,9 +30,10 @@ from shared.errors import (
 from worker.inputs import ImageLoader, InputImageError
 from worker.providers._http import ErrorReading, Phase, call, error_body, make_client, reason_or_body
 from worker.providers._images import decode_base64
-from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
+from worker.providers.base import Completed, JobSpec, ProviderFacts, ResultImage, Submission
 
 NAME = "ark"
+FACTS = ProviderFacts(name=NAME, asynchronous=False)
 GENERATIONS_PATH = "/api/v3/images/generations"
 IMAGE_FIELDS = ("image", "image_url", "image_urls", "images")
 #: our fields that are translated rather than passed through
@@ -142,9 +143,6 @@ class ArkProvider:
         )
         served = parsed.model if parsed.model and parsed.model != spec.upstream_model else None
         return Completed(images=_result_images(parsed), served_model=served)
-
-    def poll(self, upstream_id: str) -> PollResult:
-        raise NotImplementedError(f"Ark images are synchronous; nothing to poll for {upstream_id}")
 
     def close(self) -> None:
         self._http.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from shared.errors import ProviderError
+from shared.config import ProviderSettings, Settings
+from shared.errors import ConfigurationError, ProviderError
 from shared.jobs import JsonObject
 
 
@@ -71,13 +73,58 @@ class PollResult:
     served_model: str | None = None
 
 
+def one_slot(spec: JobSpec) -> int:  # noqa: ARG001
+    """Most upstreams: a job's task takes one concurrency slot."""
+    return 1
+
+
+def one_request(spec: JobSpec) -> float:  # noqa: ARG001
+    """Most upstreams: a submit is one upstream request."""
+    return 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFacts:
+    """What the rest of the worker needs to know about an upstream, declared once by its adapter module (``FACTS``,
+    registered with its factory in ``worker.providers.registry``).
+
+    Capacity's limiter rules (``slots``, ``requests``), whether its tasks are polled (``asynchronous``: the adapter
+    is ``Pollable``) and whether its submits carry our callback URL (``calls_back``) all come from here.
+    """
+
+    name: str
+    asynchronous: bool
+    calls_back: bool = False
+    #: how many of a channel's concurrency slots the job's upstream task takes
+    slots: Callable[[JobSpec], int] = one_slot
+    #: how many upstream requests one submit makes (its rate-limit token cost)
+    requests: Callable[[JobSpec], float] = one_request
+    #: its settings section (credentials, channels, limits); None: the section of that name in ``Settings``
+    section: Callable[[Settings], ProviderSettings] | None = None
+
+
 class ImageProvider(Protocol):
-    """An upstream API. Errors are raised as ``shared.errors.ProviderError`` subclasses only."""
+    """An upstream API. Errors are raised as ``shared.errors.ProviderError`` subclasses only.
+
+    A synchronous upstream answers ``submit`` with ``Completed``; an asynchronous one with ``Accepted`` and is
+    also ``Pollable``."""
 
     name: str
 
     def submit(self, spec: JobSpec) -> Submission: ...
 
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Pollable(ImageProvider, Protocol):
+    """An asynchronous upstream: the task ``submit`` accepted is asked for by its id until it has ended."""
+
     def poll(self, upstream_id: str) -> PollResult: ...
 
-    def close(self) -> None: ...
+
+def as_pollable(adapter: ImageProvider) -> Pollable:
+    """``adapter`` as the async upstream it must be to be polled."""
+    if not isinstance(adapter, Pollable):
+        raise ConfigurationError(f"{adapter.name} is synchronous: it has nothing to poll")
+    return adapter

@@ -34,9 +34,10 @@ from shared.errors import (
 from worker.inputs import ImageLoader
 from worker.providers._http import ErrorReading, Phase, call, error_body, make_client, reason_or_body
 from worker.providers._images import raw_base64
-from worker.providers.base import Accepted, JobSpec, PollResult, ResultImage, Submission, UpstreamState
+from worker.providers.base import Accepted, JobSpec, PollResult, ProviderFacts, ResultImage, Submission, UpstreamState
 
 NAME = "bfl"
+FACTS = ProviderFacts(name=NAME, asynchronous=True, calls_back=True)
 GET_RESULT_PATH = "/v1/get_result"
 #: the jobs table keeps upstream ids in 128 characters
 MAX_UPSTREAM_ID = 128

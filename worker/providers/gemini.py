@@ -38,9 +38,19 @@ from shared.errors import (
 from worker.inputs import ImageLoader
 from worker.providers._http import ErrorReading, Phase, call, error_body, make_client, reason_or_body
 from worker.providers._images import decode_base64
-from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
+from worker.providers.base import Completed, JobSpec, ProviderFacts, ResultImage, Submission
 
 NAME = "gemini"
+
+
+def _one_call_per_image(spec: JobSpec) -> int:
+    """One ``generateContent`` call per image, in parallel: each holds a slot and takes a token."""
+    return max(spec.image_count, 1)
+
+
+FACTS = ProviderFacts(
+    name=NAME, asynchronous=False, slots=_one_call_per_image, requests=lambda spec: float(_one_call_per_image(spec))
+)
 GENERATE_PATH = "/v1beta/models/{model}:generateContent"
 IMAGE_FIELDS = ("image", "image_url", "image_urls", "images")
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
@@ -179,9 +189,6 @@ class GeminiProvider:
                 "gemini: %d of %d calls failed, delivering the rest: %s", len(failed), spec.image_count, failed[0]
             )
         return Completed(images=(first, *(outcome for outcome in others if isinstance(outcome, ResultImage))))
-
-    def poll(self, upstream_id: str) -> PollResult:
-        raise NotImplementedError(f"Gemini generateContent is synchronous; nothing to poll for {upstream_id}")
 
     def close(self) -> None:
         self._http.close()

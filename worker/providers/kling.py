@@ -56,9 +56,40 @@ from worker.providers._http import (
     upstream_reason,
 )
 from worker.providers._images import raw_base64
-from worker.providers.base import Accepted, JobSpec, PollResult, ResultImage, Submission, UpstreamState
+from worker.providers.base import (
+    Accepted,
+    JobSpec,
+    PollResult,
+    ProviderFacts,
+    ResultImage,
+    Submission,
+    UpstreamState,
+)
 
 NAME = "kling"
+#: the most slots one upstream task can take (an omni series of ``"auto"`` images)
+MAX_SLOTS_PER_TASK: Final = 9
+
+
+def slots_needed(spec: JobSpec) -> int:
+    """Kling counts images in flight: an image task holds ``n`` slots, an omni series its ``series_amount``
+    (``"auto"`` or unset: up to 9, so 9), a virtual try-on 1."""
+    if spec.operation == "try-on":
+        return 1
+    if spec.operation == "omni" and spec.params.get("result_type") == "series":
+        amount = spec.params.get("series_amount")
+        return amount if isinstance(amount, int) and amount > 0 else MAX_SLOTS_PER_TASK
+    return max(spec.image_count, 1)
+
+
+def requests_needed(spec: JobSpec) -> float:
+    """A re-submit first looks the job up by ``external_task_id``: two requests."""
+    return 2.0 if spec.attempt > 1 else 1.0
+
+
+FACTS: Final = ProviderFacts(
+    name=NAME, asynchronous=True, calls_back=True, slots=slots_needed, requests=requests_needed
+)
 TOKEN_TTL_S = 1800
 TOKEN_REFRESH_MARGIN_S = 300
 _POLICY_WORDS = ("risk", "policy", "sensitive", "moderat", "security")

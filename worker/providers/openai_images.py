@@ -48,9 +48,10 @@ from worker.providers._http import (
     send,
 )
 from worker.providers._images import decode_base64
-from worker.providers.base import Completed, JobSpec, PollResult, ResultImage, Submission
+from worker.providers.base import Completed, JobSpec, ProviderFacts, ResultImage, Submission
 
 NAME = "openai"
+FACTS = ProviderFacts(name=NAME, asynchronous=False)
 GENERATIONS_PATH = "/v1/images/generations"
 EDITS_PATH = "/v1/images/edits"
 #: the request fields that carry input images, in the order they are uploaded
@@ -191,9 +192,6 @@ class OpenAIImagesProvider:
             report=parsed.report(),
             partials=tuple(_to_result_image(image) for image in parsed.partials),
         )
-
-    def poll(self, upstream_id: str) -> PollResult:
-        raise NotImplementedError(f"OpenAI Images is synchronous; nothing to poll for {upstream_id}")
 
     def close(self) -> None:
         self._http.close()

@@ -1,42 +1,86 @@
-"""The explicit provider registry: provider name → factory, and one adapter per channel (credential)."""
+"""The explicit provider registry: each upstream's facts and the factory of its adapters (one per channel).
+
+An adapter module declares its ``FACTS`` (``base.ProviderFacts``) next to its adapter class; this module only lists
+the modules. ``register`` adds one more (a test's toy upstream, a plug-in).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Final
 
-from shared.config import DEFAULT_CHANNEL, Settings
+from shared.config import DEFAULT_CHANNEL, ProviderSettings, Settings
 from worker.inputs import ImageLoader
-from worker.providers.ark import ArkProvider
-from worker.providers.base import ImageProvider
-from worker.providers.bfl import BflProvider
-from worker.providers.gemini import GeminiProvider
-from worker.providers.kling import KlingProvider
-from worker.providers.openai_images import OpenAIImagesProvider
-from worker.providers.relay import RelayProvider
+from worker.providers import ark, bfl, gemini, kling, openai_images, relay
+from worker.providers.base import ImageProvider, ProviderFacts
 
 #: builds the adapter of one channel (``"default"``: the provider section's own credentials) from the settings and
 #: the loader for caller-supplied input images
 ProviderFactory = Callable[[Settings, str, ImageLoader], ImageProvider]
 
-PROVIDERS: Final[Mapping[str, ProviderFactory]] = {
-    "kling": lambda settings, channel, images: KlingProvider(settings.kling.for_channel(channel), images=images),
-    "openai": lambda settings, channel, images: OpenAIImagesProvider(
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    facts: ProviderFacts
+    factory: ProviderFactory
+
+
+_REGISTRY: dict[str, Registration] = {}
+
+
+def register(facts: ProviderFacts, factory: ProviderFactory) -> None:
+    """Make ``facts.name`` a provider: its adapters are built by ``factory``, its rules come from ``facts``."""
+    _REGISTRY[facts.name] = Registration(facts, factory)
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+#: provider name → its registration (a live, read-only view)
+PROVIDERS: Final[Mapping[str, Registration]] = _REGISTRY
+
+
+#: what an unknown provider name gets (a job from before a provider was removed): one slot, one request
+_UNKNOWN: Final = ProviderFacts(name="unknown", asynchronous=False)
+
+
+def section_of(settings: Settings, name: str) -> ProviderSettings:
+    """The provider's settings section: its own (``ProviderFacts.section``) or the one ``Settings`` holds."""
+    section = facts_of(name).section
+    return section(settings) if section is not None else settings.provider_sections()[name]
+
+
+def facts_of(name: str) -> ProviderFacts:
+    registration = _REGISTRY.get(name)
+    return registration.facts if registration is not None else _UNKNOWN
+
+
+register(kling.FACTS, lambda settings, channel, images: kling.KlingProvider(settings.kling.for_channel(channel),
+                                                                             images=images))  # fmt: skip
+register(
+    openai_images.FACTS,
+    lambda settings, channel, images: openai_images.OpenAIImagesProvider(
         settings.openai.for_channel(channel), images=images
     ),
-    "ark": lambda settings, channel, images: ArkProvider(settings.ark.for_channel(channel), images=images),
-    "gemini": lambda settings, channel, images: GeminiProvider(settings.gemini.for_channel(channel), images=images),
-    "bfl": lambda settings, channel, images: BflProvider(settings.bfl.for_channel(channel), images=images),
-    "relay": lambda settings, channel, images: RelayProvider(settings.relay.for_channel(channel), images=images),
-}
+)
+register(ark.FACTS, lambda settings, channel, images: ark.ArkProvider(settings.ark.for_channel(channel), images=images))
+register(gemini.FACTS, lambda settings, channel, images: gemini.GeminiProvider(settings.gemini.for_channel(channel),
+                                                                                images=images))  # fmt: skip
+register(bfl.FACTS, lambda settings, channel, images: bfl.BflProvider(settings.bfl.for_channel(channel), images=images))
+register(relay.FACTS, lambda settings, channel, images: relay.RelayProvider(settings.relay.for_channel(channel),
+                                                                             images=images))  # fmt: skip
 
 
 def build_providers(settings: Settings, images: ImageLoader) -> dict[str, dict[str, ImageProvider]]:
     """provider → channel → adapter, for every usable channel (each adapter holds its own HTTP connection pool)."""
-    sections = settings.provider_sections()
     return {
-        name: {channel: factory(settings, channel, images) for channel in sections[name].channel_names()}
-        for name, factory in PROVIDERS.items()
+        name: {
+            channel: registration.factory(settings, channel, images)
+            for channel in section_of(settings, name).channel_names()
+        }
+        for name, registration in _REGISTRY.items()
     }
 
 

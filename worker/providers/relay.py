@@ -13,9 +13,10 @@ from shared.config import OpenAISettings, RelaySettings
 from shared.errors import ProviderError
 from worker.inputs import ImageLoader
 from worker.providers import openai_images
-from worker.providers.base import JobSpec, PollResult, Submission
+from worker.providers.base import JobSpec, ProviderFacts, Submission
 
 NAME = "relay"
+FACTS = ProviderFacts(name=NAME, asynchronous=False)
 
 
 class RelayProvider:
@@ -38,9 +39,6 @@ class RelayProvider:
         except ProviderError as exc:
             _as_relay(exc)
             raise
-
-    def poll(self, upstream_id: str) -> PollResult:
-        raise NotImplementedError(f"the relay is synchronous; nothing to poll for {upstream_id}")
 
     def close(self) -> None:
         self._openai.close()

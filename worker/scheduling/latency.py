@@ -4,8 +4,8 @@ Every job whose poll saw its upstream task done adds one :class:`Completion`: th
 poll that saw it pending and *by* the poll that saw it done (seconds after the upstream accepted it; a first-poll
 hit is only known to have finished by then). The last ``MAX_SAMPLES`` of them per upstream model live in one
 Redis list, shared by every worker (one round trip per completion). Their p10 and p95 make the model's
-:class:`~worker.polling.LatencyProfile`, read at most once per ``CACHE_TTL_S`` per process, so a poll costs no
-Redis read. With fewer than ``MIN_SAMPLES`` completions, or Redis unreachable, there is no profile and the
+:class:`~worker.scheduling.polling.LatencyProfile`, read at most once per ``CACHE_TTL_S`` per process, so a poll
+costs no Redis read. With fewer than ``MIN_SAMPLES`` completions, or Redis unreachable, there is no profile and the
 catalog's defaults apply.
 
 Each completion is spread evenly over its interval when the quantiles are taken. Counting a first-poll hit
@@ -25,7 +25,7 @@ from typing import Protocol
 
 from redis import Redis, RedisError
 
-from worker.polling import LatencyProfile
+from worker.scheduling.polling import LatencyProfile
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""``worker.channels``: which channel takes a job, when one rests, and the pipeline's use of both (fakeredis)."""
+"""``worker.capacity``: which channel takes a job, when one rests, and the pipeline's use of both (fakeredis)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ from shared.jobs import JobStatus
 from tests.conftest import make_settings
 from tests.fakes import FakeProvider, accepted, pending, succeeded
 from tests.unit.conftest import Harness, HarnessFactory
-from worker.channels import (
+from worker.capacity import Capacity
+from worker.capacity.channels import (
     Admitted,
     Channel,
     ChannelHealth,
@@ -39,13 +40,13 @@ from worker.channels import (
     admit,
     channels_of,
     fault_of,
-    may_have_reached_upstream,
     preference_order,
 )
+from worker.capacity.in_memory import AlwaysHealthy, Unlimited
+from worker.capacity.limits import ChannelLimits, UpstreamLimits
 from worker.inputs import InputImageError
 from worker.pipeline import poll_job, submit_job
 from worker.providers._http import map_transport_errors
-from worker.upstream_limits import ChannelLimits, UpstreamLimits
 
 FAST = UpstreamSettings(cooldown_base_s=0.05, cooldown_max_s=0.4, failures_before_cooldown=3)
 KLING_B = {"name": "kling-b", "access_key": "ak-b", "secret_key": "sk-b"}
@@ -96,12 +97,12 @@ def _transport_error(exc: httpx.TransportError) -> ProviderError:
 
 
 def test_a_timeout_after_sending_may_have_reached_the_upstream() -> None:
-    assert may_have_reached_upstream(_transport_error(httpx.ReadTimeout("slow")))
-    assert may_have_reached_upstream(_transport_error(httpx.RemoteProtocolError("dropped")))
-    assert not may_have_reached_upstream(_transport_error(httpx.ConnectError("refused")))
-    assert not may_have_reached_upstream(_transport_error(httpx.ConnectTimeout("no route")))
-    assert not may_have_reached_upstream(TransientProviderError("HTTP 503", provider="kling"))
-    assert not may_have_reached_upstream(RateLimitedError("429", provider="kling"))
+    assert _transport_error(httpx.ReadTimeout("slow")).may_have_reached_upstream
+    assert _transport_error(httpx.RemoteProtocolError("dropped")).may_have_reached_upstream
+    assert not _transport_error(httpx.ConnectError("refused")).may_have_reached_upstream
+    assert not _transport_error(httpx.ConnectTimeout("no route")).may_have_reached_upstream
+    assert not TransientProviderError("HTTP 503", provider="kling").may_have_reached_upstream
+    assert not RateLimitedError("429", provider="kling").may_have_reached_upstream
 
 
 # -- choosing ----------------------------------------------------------------------------------------------
@@ -254,16 +255,16 @@ def test_admit_skips_resting_channels_and_waits_or_refuses_when_all_rest(redis: 
     now = utcnow()
 
     health.failed("kling", "default", Fault.CREDENTIAL, code="upstream_auth_error")
-    assert admit(_job(), settings=settings, limits=None, health=health, now=now) == Admitted("kling-b")
+    assert admit(_job(), settings=settings, limits=Unlimited(), health=health, now=now) == Admitted("kling-b")
 
     health.failed("kling", "kling-b", Fault.RATE_LIMITED, code="rate_limited")
-    waiting = admit(_job(), settings=settings, limits=None, health=health, now=now)
-    assert isinstance(waiting, Waiting) and 29 < waiting.wait_s <= 30
+    waiting = admit(_job(), settings=settings, limits=Unlimited(), health=health, now=now)
+    assert isinstance(waiting, Waiting) and waiting.wait_s is not None and 29 < waiting.wait_s <= 30
 
     health.failed("kling", "kling-b", Fault.CREDENTIAL, code="upstream_auth_error")  # still resting: no change
     redis.delete("imagejobs:upstream:{kling:kling-b}:rest")
     health.failed("kling", "kling-b", Fault.CREDENTIAL, code="insufficient_quota")
-    refusing = admit(_job(), settings=settings, limits=None, health=health, now=now)
+    refusing = admit(_job(), settings=settings, limits=Unlimited(), health=health, now=now)
     assert isinstance(refusing, Refusing) and refusing.code in ("upstream_auth_error", "insufficient_quota")
 
 
@@ -272,17 +273,19 @@ def test_a_pinned_job_goes_back_to_its_channel_even_when_a_better_one_is_healthy
     health = ChannelHealth(redis, settings=UpstreamSettings(cooldown_base_s=30))
     now = utcnow()
 
-    assert admit(_job(channel="kling-b"), settings=settings, limits=None, health=health, now=now) == Admitted("kling-b")
+    assert admit(_job(channel="kling-b"), settings=settings, limits=Unlimited(), health=health, now=now) == Admitted(
+        "kling-b"
+    )
 
     health.failed("kling", "kling-b", Fault.RATE_LIMITED, code="rate_limited")
-    waiting = admit(_job(channel="kling-b"), settings=settings, limits=None, health=health, now=now)
+    waiting = admit(_job(channel="kling-b"), settings=settings, limits=Unlimited(), health=health, now=now)
     assert isinstance(waiting, Waiting)
 
 
 def test_a_pin_to_a_channel_no_longer_configured_is_ignored() -> None:
     settings = make_settings(kling=TWO_CHANNELS)
 
-    admitted = admit(_job(channel="gone"), settings=settings, limits=None, health=None, now=utcnow())
+    admitted = admit(_job(channel="gone"), settings=settings, limits=Unlimited(), health=AlwaysHealthy(), now=utcnow())
 
     assert admitted == Admitted("default")
 
@@ -291,7 +294,7 @@ def test_the_job_that_just_failed_on_a_channel_tries_another_first(health: Chann
     settings = make_settings(kling=TWO_CHANNELS)
     health.avoid("job-1", "default")
 
-    admitted = admit(_job(), settings=settings, limits=None, health=health, now=utcnow())
+    admitted = admit(_job(), settings=settings, limits=Unlimited(), health=health, now=utcnow())
 
     assert admitted == Admitted("kling-b")
     assert health.look("kling", ["default"], job_id="job-1") == ({}, "default")
@@ -317,8 +320,7 @@ def channel_harness(make_harness: HarnessFactory, sqlite_url: str, redis: fakere
         upstream={"cooldown_base_s": 30, "slot_wait_s": 2},
     )
     harness.rt.channels = {"kling": {"kling-b": FakeProvider(name="kling")}}
-    harness.rt.limits = UpstreamLimits(redis, prefix="imagejobs:upstream")
-    harness.rt.health = ChannelHealth(redis, settings=harness.rt.settings.upstream)
+    harness.rt.capacity = Capacity.redis(redis, harness.rt.settings)
     return harness
 
 
@@ -329,8 +331,9 @@ def _kling_b(harness: Harness) -> FakeProvider:
 
 
 def _holders(harness: Harness, channel: str) -> dict[str, int]:
-    assert harness.rt.limits is not None
-    return harness.rt.limits.holders("kling", channel)
+    limits = harness.rt.capacity.limits
+    assert isinstance(limits, UpstreamLimits)
+    return limits.holders("kling", channel)
 
 
 def test_a_job_without_capacity_waits_in_its_queue_unclaimed(channel_harness: Harness) -> None:
@@ -388,8 +391,7 @@ def test_refused_credentials_fail_over_to_another_channel_and_rest_the_failing_o
     assert (job.status, job.submit_attempts, job.channel) == (JobStatus.QUEUED, 1, None)
     assert harness.sender.submits == [(job_id, 0.0)]  # at once, on another channel
     assert _holders(harness, "default") == {}
-    assert harness.rt.health is not None
-    assert set(harness.rt.health.resting("kling", ["default", "kling-b"])) == {"default"}
+    assert set(harness.rt.capacity.health.resting("kling", ["default", "kling-b"])) == {"default"}
 
     submit_job(job_id, rt=harness.rt)  # the re-sent submit arrives
 
@@ -413,8 +415,9 @@ def test_refused_credentials_fail_over_to_another_channel_and_rest_the_failing_o
 
 def test_with_a_single_channel_refused_credentials_still_fail_the_job(channel_harness: Harness) -> None:
     harness = channel_harness
-    assert harness.rt.health is not None
-    harness.rt.health.failed("kling", "kling-b", Fault.RATE_LIMITED, code="rate_limited")  # the other one rests
+    harness.rt.capacity.health.failed(
+        "kling", "kling-b", Fault.RATE_LIMITED, code="rate_limited"
+    )  # the other one rests
     job_id = harness.enqueue()
     harness.kling.submissions.append(ProviderAuthError("Kling 1002: bad key", provider="kling"))
 
@@ -430,9 +433,8 @@ def test_with_a_single_channel_refused_credentials_still_fail_the_job(channel_ha
 
 def test_when_every_channel_rests_after_refused_credentials_jobs_fail_at_once(channel_harness: Harness) -> None:
     harness = channel_harness
-    assert harness.rt.health is not None
     for channel in ("default", "kling-b"):
-        harness.rt.health.failed("kling", channel, Fault.CREDENTIAL, code="upstream_auth_error")
+        harness.rt.capacity.health.failed("kling", channel, Fault.CREDENTIAL, code="upstream_auth_error")
     job_id = harness.enqueue()
 
     submit_job(job_id, rt=harness.rt)
@@ -450,8 +452,7 @@ def test_content_policy_rejections_never_count_against_the_channel(channel_harne
         submit_job(job_id, rt=harness.rt)
         assert harness.job(job_id).error_code == "content_policy_violation"
 
-    assert harness.rt.health is not None
-    assert harness.rt.health.resting("kling", ["default"]) == {}
+    assert harness.rt.capacity.health.resting("kling", ["default"]) == {}
     assert _holders(harness, "default") == {}
 
 

@@ -1,8 +1,8 @@
 """Fleet-wide upstream limits per channel, shared by every worker process through Redis.
 
-A *channel* is one credential of one provider (``worker/channels.py``). Each channel has two limits, checked and
-taken together by one Lua script: atomically, and on Redis' clock (``TIME``), so all worker processes on all hosts
-share one state and one clock.
+A *channel* is one credential of one provider (``worker/capacity/channels.py``). Each channel has two limits,
+checked and taken together by one Lua script: atomically, and on Redis' clock (``TIME``), so all worker processes
+on all hosts share one state and one clock.
 
 - **Requests per second**: a token bucket of capacity ``burst``, refilled at ``requests_per_second``. A request
   takes ``cost`` tokens; with ``burst = 1`` (the default) requests are spaced at least ``1 / rate`` apart. A cost
@@ -12,7 +12,8 @@ share one state and one clock.
   expires, in Redis milliseconds) plus a hash member → slots. A job takes ``k`` slots only if
   ``in use + k ≤ max_concurrent``. Asking again for a job that already holds slots renews them instead of counting
   twice, so a retried, redelivered or re-claimed submit keeps its own. Slots are released when the job ends
-  (``worker/pipeline.py``, after the terminal transition). ``slots_needed`` says how many a job takes.
+  (``worker/ending.py``, after the terminal transition). The provider's facts (``ProviderFacts.slots``) say how
+  many a job takes.
 
 Slots never leak for good. A hold expires at the job's deadline plus ``HOLD_GRACE_S``, and the script drops
 expired holders before counting. The sweeper ends every unfinished job at its deadline, so past it nothing of
@@ -26,7 +27,7 @@ A job's slots are counted against one limit per channel. Kling keeps virtual try
 it against the image pack's limit can only make us wait earlier, never overrun.
 
 Not covered: a Kling re-submit first looks the job up by ``external_task_id`` (one more request, counted: see
-``requests_needed``); result image downloads are not API calls and are not limited.
+``ProviderFacts.requests``); result image downloads are not API calls and are not limited.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from redis import Redis
 
@@ -43,8 +44,6 @@ from redis import Redis
 HOLD_GRACE_S: Final = 120.0
 #: the hold of a job without a deadline
 DEFAULT_HOLD_S: Final = 3600.0
-#: the most slots one upstream task can take (a Kling omni series of ``"auto"`` images)
-MAX_SLOTS_PER_TASK: Final = 9
 
 #: KEYS: bucket (hash tokens/ts), holders (zset job → expiry ms), held slots (hash job → k)
 #: ARGV: rate per s (0: unlimited), burst, cost, holder, slots wanted (0: no slot limit), slot limit, hold ms
@@ -116,6 +115,24 @@ class Refused:
 Acquired = Granted | Refused
 
 
+class Limits(Protocol):
+    """Where tokens and slots are kept: Redis in workers (``UpstreamLimits``), nowhere in tests (``Unlimited``)."""
+
+    def acquire(
+        self,
+        provider: str,
+        channel: str,
+        *,
+        limits: ChannelLimits,
+        holder: str,
+        slots: int = 0,
+        hold_s: float = ...,
+        cost: float = 1.0,
+    ) -> Acquired: ...
+
+    def release(self, provider: str, channel: str, holder: str) -> None: ...
+
+
 class UpstreamLimits:
     """The Redis side of the limits: take a token (and slots), release slots, read the holders."""
 
@@ -179,33 +196,3 @@ def hold_for(deadline_at: datetime | None, *, now: datetime) -> float:
     if deadline_at is None:
         return DEFAULT_HOLD_S
     return max((deadline_at - now).total_seconds(), 0.0) + HOLD_GRACE_S
-
-
-def slots_needed(provider: str, *, operation: str, params: Mapping[str, Any], image_count: int) -> int:
-    """How many of a channel's concurrency slots a job's upstream task takes.
-
-    Kling counts images in flight: an image task holds ``n`` slots, an omni series its ``series_amount`` (``"auto"``
-    or unset: up to 9, so 9), a virtual try-on 1. Gemini makes one call per image, in parallel. Others: 1.
-    """
-    if provider == "kling":
-        if operation == "try-on":
-            return 1
-        if operation == "omni" and params.get("result_type") == "series":
-            amount = params.get("series_amount")
-            return amount if isinstance(amount, int) and amount > 0 else MAX_SLOTS_PER_TASK
-        return max(image_count, 1)
-    if provider == "gemini":
-        return max(image_count, 1)
-    return 1
-
-
-def requests_needed(provider: str, *, image_count: int, attempt: int) -> float:
-    """How many upstream requests a submit makes (its token cost).
-
-    Gemini: one call per image. Kling: a re-submit first looks the job up by ``external_task_id``. Others: one.
-    """
-    if provider == "gemini":
-        return float(max(image_count, 1))
-    if provider == "kling" and attempt > 1:
-        return 2.0
-    return 1.0

@@ -9,7 +9,8 @@ The schedule of one job, in waits after the upstream accepted it:
 
 each wait with ±``jitter`` (so a burst of jobs does not poll in lock-step), never below ``MIN_DELAY_S`` nor above
 300 s, and clamped to the job's deadline. The catalog gives the first poll and the window until the model's
-recent completions are learned (``worker.latency``); :func:`with_profile` puts what was learned into the policy.
+recent completions are learned (``worker.scheduling.latency``); :func:`with_profile` puts what was learned into
+the policy.
 
 Without a usual window (the default) the schedule is the plain one: ``first_poll_s``, then
 ``base_s · factor^k`` capped at ``max_s``.

@@ -2,7 +2,7 @@
 
 A provider's settings section holds its own credentials (the channel ``"default"``) and optionally more
 (``IMAGEJOBS_<PROVIDER>__CHANNELS``), each with a ``weight``, a ``priority`` (lower is tried first) and its own
-limits (``worker/upstream_limits.py``). ``admit`` picks a job's channel before the job is claimed:
+limits (``worker/capacity/limits.py``). ``admit`` picks a job's channel before the job is claimed:
 
 - the healthy channels in preference order: best priority first, a weighted random order within a priority, the
   channel this job just failed on last; the first one with a token and free slots takes the job (a busy channel
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Final
+from typing import Final, Protocol
 
 from redis import Redis
 
@@ -46,15 +46,10 @@ from shared.errors import (
     RateLimitedError,
     TransientProviderError,
 )
+from worker.capacity.limits import ChannelLimits, Granted, Limits, hold_for
 from worker.inputs import InputImageError
-from worker.upstream_limits import (
-    ChannelLimits,
-    Granted,
-    UpstreamLimits,
-    hold_for,
-    requests_needed,
-    slots_needed,
-)
+from worker.providers.base import JobSpec, ProviderFacts
+from worker.providers.registry import facts_of, section_of
 
 #: error codes of a channel resting because the upstream refused its credentials
 CREDENTIAL_CODES: Final = frozenset({ErrorCode.UPSTREAM_AUTH.value, ErrorCode.INSUFFICIENT_QUOTA.value})
@@ -75,7 +70,7 @@ class Channel:
 
 def channels_of(settings: Settings, provider: str) -> list[Channel]:
     """The provider's usable channels, as configured ("default" first when its section has credentials)."""
-    section = settings.provider_sections()[provider]
+    section = section_of(settings, provider)
     channels = []
     for name in section.channel_names():
         view = section.for_channel(name)
@@ -103,12 +98,6 @@ def fault_of(error: BaseException, *, provider: str) -> Fault | None:
     if isinstance(error, ProviderAuthError | QuotaExceededError):
         return Fault.CREDENTIAL
     return None  # content policy, refused parameters, unreadable answers: the request's problem
-
-
-def may_have_reached_upstream(error: BaseException) -> bool:
-    """A timeout or a dropped connection after sending: the upstream may have created the task (decided at the
-    HTTP boundary and carried on the error)."""
-    return isinstance(error, ProviderError) and error.may_have_reached_upstream
 
 
 def preference_order(
@@ -143,6 +132,24 @@ ms = math.floor(math.max(ms, tonumber(ARGV[5])))
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ms)
 return ms
 """
+
+
+class Health(Protocol):
+    """Where failure streaks and rests are kept: Redis in workers (``ChannelHealth``), nowhere in tests."""
+
+    def failed(
+        self, provider: str, channel: str, fault: Fault, *, code: str, retry_after_s: float | None = None
+    ) -> float: ...
+
+    def succeeded(self, provider: str, channel: str) -> None: ...
+
+    def resting(self, provider: str, channels: Sequence[str]) -> dict[str, Resting]: ...
+
+    def look(
+        self, provider: str, channels: Sequence[str], *, job_id: str | None
+    ) -> tuple[dict[str, Resting], str | None]: ...
+
+    def avoid(self, job_id: str, channel: str) -> None: ...
 
 
 class ChannelHealth:
@@ -219,9 +226,10 @@ class Admitted:
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """Not now: back to the queue for about ``wait_s`` (not a submit attempt)."""
+    """Not now: back to the queue for about ``wait_s`` (not a submit attempt). ``None``: capacity cannot be
+    checked at the moment (Redis unreachable); the job stays where it is and the sweeper sends it again."""
 
-    wait_s: float
+    wait_s: float | None
     why: str
 
 
@@ -240,36 +248,38 @@ def admit(
     job: Job,
     *,
     settings: Settings,
-    limits: UpstreamLimits | None,
-    health: ChannelHealth | None,
+    limits: Limits,
+    health: Health,
     now: datetime,
+    facts: ProviderFacts | None = None,
     rng: random.Random | None = None,
 ) -> Admission:
-    """Choose ``job``'s channel and take a token and the job's slots there (see the module docstring)."""
+    """Choose ``job``'s channel and take a token and the job's slots there (see the module docstring); how many
+    slots and tokens a job takes is the provider's to say (``facts``)."""
     channels = channels_of(settings, job.provider)
     if not channels:
         raise ConfigurationError(f"{job.provider}: no credentials configured")
     names = [channel.name for channel in channels]
-    resting, avoid = health.look(job.provider, names, job_id=job.id) if health is not None else ({}, None)
+    resting, avoid = health.look(job.provider, names, job_id=job.id)
     pinned = [channel for channel in channels if channel.name == job.channel]
     considered = pinned or channels
     candidates = preference_order([c for c in considered if c.name not in resting], avoid=avoid, rng=rng)
     if not candidates:
         return _all_resting(job.provider, [resting[channel.name] for channel in considered])
-    if limits is None:
-        return Admitted(candidates[0].name)
     waits = []
+    facts = facts or facts_of(job.provider)
+    attempt = job.submit_attempts + 1
+    spec = JobSpec(job_id=job.id, upstream_model=job.upstream_model, operation=job.operation,
+                   params=job.upstream_params, image_count=job.image_count, attempt=attempt)  # fmt: skip
     for channel in candidates:
         outcome = limits.acquire(
             job.provider,
             channel.name,
             limits=channel.limits,
             holder=job.id,
-            slots=slots_needed(
-                job.provider, operation=job.operation, params=job.upstream_params, image_count=job.image_count
-            ),
+            slots=facts.slots(spec),
             hold_s=hold_for(job.deadline_at, now=now),
-            cost=requests_needed(job.provider, image_count=job.image_count, attempt=job.submit_attempts + 1),
+            cost=facts.requests(spec),
         )
         if isinstance(outcome, Granted):
             return Admitted(channel.name)
@@ -288,10 +298,10 @@ def _all_resting(provider: str, rests: Sequence[Resting]) -> Waiting | Refusing:
     return Waiting(min(soonest.remaining_s, MAX_WAIT_S), f"every {provider} channel is resting")
 
 
-def has_alternative(provider: str, channel: str, *, settings: Settings, health: ChannelHealth | None) -> bool:
+def has_alternative(provider: str, channel: str, *, settings: Settings, health: Health) -> bool:
     """Whether another of the provider's channels could take a job now (it exists and does not rest)."""
-    others = [name for name in settings.provider_sections()[provider].channel_names() if name != channel]
+    others = [name for name in section_of(settings, provider).channel_names() if name != channel]
     if not others:
         return False
-    resting = health.resting(provider, others) if health is not None else {}
+    resting = health.resting(provider, others)
     return any(name not in resting for name in others)

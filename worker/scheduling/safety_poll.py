@@ -4,7 +4,7 @@ The callback is the fast path: it makes a worker poll at once (``producer/http/c
 stays as the fallback for a callback that never comes (R16), but sparse: the first poll after
 ``callbacks.safety_first_poll_s`` (or the catalog's first poll, if later), then every
 ``callbacks.safety_interval_s``, with the catalog's jitter and deadline. It is a ``PollingPolicy``, so the poll
-chain's maths (``worker.polling``) is the same for both.
+chain's maths (``worker.scheduling.polling``) is the same for both.
 """
 
 from __future__ import annotations
