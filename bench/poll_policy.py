@@ -1,6 +1,6 @@
 """Poll-policy quality: upstream status calls per job and detection lag, our schedule next to the usual ones.
 
-A pure simulation (no processes, no sockets), as in performance.md §10 B5 and its appendix: draw N completion
+A pure simulation (no processes, no sockets): draw N completion
 times from a lognormal (median 20 s, p95 60 s for images; median 90 s, p95 240 s for video), place each policy's
 polls with the real ``worker.scheduling.polling.next_poll_delay`` (jitter included), count the polls up to and including
 the first one at or after completion, and take lag = that poll's time − the completion time.
@@ -39,7 +39,8 @@ from worker.scheduling.latency import (
 )
 from worker.scheduling.polling import LatencyProfile, next_poll_delay, with_profile
 
-#: performance.md §10 B5: the goal on the image profile
+#: the goal on the image profile: at most 6 polls per job with detection lag p50 ≤ 2.1 s and p95 ≤ 3.9 s
+#: (better than a fixed 5 s interval on lag at about the same number of polls)
 GOAL_POLLS, GOAL_P50_S, GOAL_P95_S = 6.0, 2.1, 3.9
 FIXED_5S = PollingPolicy(first_poll_s=5, base_s=5, factor=1.0, max_s=5, jitter=0)
 EXPONENTIAL = PollingPolicy(first_poll_s=1, base_s=2, factor=2.0, max_s=30, jitter=0)  # countdown 1, 2, 4, … ≤ 30

@@ -74,7 +74,10 @@ def sources_of(dst: JobStatus) -> frozenset[JobStatus]:
 
 
 class ImageRequest(BaseModel):
-    """The union of every dialect's request fields (seed documents); the catalog decides what a model takes."""
+    """The union of every dialect's request fields (OpenAI, Kling-task, apimodels).
+
+    The catalog decides what a model takes.
+    """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 

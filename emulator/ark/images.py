@@ -2,7 +2,8 @@
 
 Data URIs must read ``data:image/<format in lower case>;base64,<data>``; the image must be a JPEG, PNG,
 WebP, BMP, TIFF or GIF of at most 10 MB, each side above 14 px, at most 6000x6000 pixels in total and an
-aspect ratio within [1/16, 16] (reference §3.3). URLs are not fetched.
+aspect ratio within [1/16, 16] (Ark's image generation API, https://www.volcengine.com/docs/82379). URLs are
+not fetched.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Validation of Ark's ``POST /api/v3/images/generations`` body, per Seedream model (reference §3.3).
+"""Validation of Ark's ``POST /api/v3/images/generations`` body, per Seedream model.
+
+The rules are those of Ark's image generation API (https://www.volcengine.com/docs/82379).
 
 Every problem raises ``ArkParamError`` carrying Ark's error ``code`` and the offending ``param``; the route
 answers ``{"error": {"code", "message", "param", "type"}}`` (400 ``BadRequest``; 404 ``NotFound`` for an
@@ -61,14 +63,14 @@ SEEDREAM_4_5 = Family(
     "seedream-4.5", {"2K": 2048, "4K": 4096}, (2560 * 1440, _MP16), (1, _MP16), 16.0, (2048, 2048),
     seed_and_guidance=False, reference_images=True, sequential=True, optimize_modes=("standard",),
 )  # fmt: skip
-# 5.0 lite: 2K/3K and at most 3072x3072 pixels per the gateway docs (reference §3.3/§7: UNVERIFIED).
+# 5.0 lite: 2K/3K and at most 3072x3072 pixels per third-party gateway docs (UNVERIFIED: some sources add 4K).
 SEEDREAM_5_0 = Family(
     "seedream-5.0-lite", {"2K": 2048, "3K": 3072}, (2560 * 1440, 3072 * 3072), (1, _MP16), 16.0, (2048, 2048),
     seed_and_guidance=False, reference_images=True, sequential=True, optimize_modes=("standard",),
     output_formats=("jpeg", "png"), web_search=True,
 )  # fmt: skip
 
-#: model ids on Volcengine (CN, ``doubao-`` prefix) and BytePlus (intl), reference §3.2
+#: model ids on Volcengine (CN, ``doubao-`` prefix) and BytePlus (intl, the same ids without the prefix)
 MODELS: dict[str, Family] = {
     "doubao-seedream-3-0-t2i-250415": SEEDREAM_3_0,
     "seedream-3-0-t2i-250415": SEEDREAM_3_0,

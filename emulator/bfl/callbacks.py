@@ -1,9 +1,10 @@
 """BFL's webhooks: a task submitted with ``webhook_url`` POSTs its end there (``Ready``, ``Error``, moderated).
 
-The payload format is UNVERIFIED (reference §5.5); third-party notes describe ``{id, status, result, timestamp}``,
-so the body is the poll's answer at the end (``id, status, result, progress, details, preview``) plus
-``timestamp`` (ISO 8601). With ``webhook_secret`` it is signed as those notes describe (also UNVERIFIED):
-``X-BFL-Signature: sha256=<hex HMAC-SHA256(secret, body)>``. Hanging tasks never end, so never call back.
+The payload format is UNVERIFIED (BFL's docs do not describe it); third-party notes describe
+``{id, status, result, timestamp}``, so the body is the poll's answer at the end
+(``id, status, result, progress, details, preview``) plus ``timestamp`` (ISO 8601). With ``webhook_secret`` it
+is signed as those notes describe (also UNVERIFIED): ``X-BFL-Signature: sha256=<hex HMAC-SHA256(secret, body)>``.
+Hanging tasks never end, so never call back.
 """
 
 from __future__ import annotations

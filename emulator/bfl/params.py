@@ -3,7 +3,7 @@
 Each endpoint is either sized by ``width``/``height`` (multiples of 32 for FLUX.1, 16 for FLUX.2) or by an
 ``aspect_ratio`` between 21:9 and 9:21 (Kontext ~1 MP, Ultra ~4 MP). Input images are URLs (never fetched)
 or raw base64 of a PNG/JPEG/WebP; a data URI is refused (the adapter must strip it). Unknown keys are ignored,
-as pydantic request models do by default. Sources: reference/upstream-apis.md §5.3.
+as pydantic request models do by default. Source: BFL's API reference, https://docs.bfl.ai/.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ task's ``result.sample`` is a signed, expiring URL (``se`` = expiry, ``sig`` = H
 ``/_emulator/files/bfl/``, like BFL's ``delivery-*.bfl.ai`` links (10 minutes); an expired or tampered link
 answers 403 as the blob store does. Errors use FastAPI's ``{"detail": ...}`` (422: a list of items). A task
 submitted with ``webhook_url`` POSTs its end there (``bfl_callbacks``; knobs ``bfl.callbacks``).
-Sources: reference/upstream-apis.md §5.
+Source: BFL's API reference, https://docs.bfl.ai/.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Validation of a Gemini ``generateContent`` body for the image models (reference §2.3–2.4).
+"""Validation of a Gemini ``generateContent`` body for the image models.
+
+The rules are those of https://ai.google.dev/gemini-api/docs/image-generation.
 
 The body is proto JSON: field names are accepted in camelCase and snake_case, unknown names are refused
 (``Invalid JSON payload received. Unknown name …``), bytes are base64 (standard or URL-safe alphabet).

@@ -1,4 +1,6 @@
-"""Kling's callbacks (reference §4.7): a task created with ``callback_url`` POSTs itself there on every status change.
+"""Kling's callbacks: a task created with ``callback_url`` POSTs itself there on every status change.
+
+Kling's callback protocol: https://app.klingai.com/global/dev/document-api.
 
 The body is the legacy-format payload — the task object as a query would answer it at that moment (``task_id,
 task_status, task_status_msg, task_info, created_at, updated_at, task_result``, ``final_unit_deduction`` on

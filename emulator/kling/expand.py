@@ -1,4 +1,4 @@
-"""``POST /v1/images/editing/expand``: outpainting (reference §4.5.3).
+"""``POST /v1/images/editing/expand``: outpainting (https://app.klingai.com/global/dev/document-api).
 
 ``image`` and the four ``*_expansion_ratio`` (each in [0, 2]; up/down are multiples of the height, left/right of
 the width) are required, and the new image may be at most 3× the original:

@@ -1,4 +1,6 @@
-"""``POST /v1/images/multi-image2image``: 1–4 subject images, optional scene and style images (reference §4.5.2).
+"""``POST /v1/images/multi-image2image``: 1–4 subject images, optional scene and style images.
+
+Kling's API: https://app.klingai.com/global/dev/document-api.
 
 Billed 16 units per generated image; the prompt is optional.
 """

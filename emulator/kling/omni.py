@@ -1,5 +1,5 @@
 """``POST /v1/images/omni-image``: text and references (images, library elements) to one image or a series
-(reference §4.5.5).
+(https://app.klingai.com/global/dev/document-api).
 
 - ``model_name`` ``kling-image-o1`` (default) or ``kling-v3-omni``; ``prompt`` required (≤ 2500).
 - ``image_list`` ``[{"image"}]`` and ``element_list`` ``[{"element_id"}]``: at most 10 together.

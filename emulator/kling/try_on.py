@@ -1,4 +1,6 @@
-"""``POST /v1/images/kolors-virtual-try-on``: a person wearing a garment (reference §4.5.4).
+"""``POST /v1/images/kolors-virtual-try-on``: a person wearing a garment.
+
+Kling's API: https://app.klingai.com/global/dev/document-api.
 
 ``human_image`` and ``cloth_image`` are required; there is no prompt and no ``n`` (one image per task). A task
 holds one slot of the separate try-on resource pack and deducts 1 unit. Having no prompt, its magic markers

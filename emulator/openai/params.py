@@ -4,11 +4,11 @@ Problems raise ``OpenAIParamError``; the route answers ``{"error": {"message", "
 (400 ``invalid_request_error`` with the offending ``param``; 404 ``model_not_found`` for unknown models).
 Unknown keys are ignored, so OpenAI-compatible extension fields pass.
 
-DALL·E was removed from the API on 2026-05-12 (reference §1.2). With ``dalle_retired`` (the emulator's
-default) ``dall-e-2``/``dall-e-3`` answer 404 ``model_not_found`` and a request without ``model`` gets
-``gpt-image-1.5`` (the SDK 3.3.1 default for edits; the post-retirement default of generations is
-UNVERIFIED). Without it, DALL·E is served as before: ``dall-e-2`` is the default unless a GPT-image-only
-parameter is sent.
+DALL·E was removed from the API on 2026-05-12 (https://platform.openai.com/docs/deprecations). With
+``dalle_retired`` (the emulator's default) ``dall-e-2``/``dall-e-3`` answer 404 ``model_not_found`` and a
+request without ``model`` gets ``gpt-image-1.5`` (the SDK 3.3.1 default for edits; the post-retirement default
+of generations is UNVERIFIED). Without it, DALL·E is served as before: ``dall-e-2`` is the default unless a
+GPT-image-only parameter is sent.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The apimodels dialect (seed 003): ``POST /api/v1/images/generations`` creates a task,
+"""The apimodels dialect (the apimodels task API): ``POST /api/v1/images/generations`` creates a task,
 ``GET /api/v1/images/generations?task_id=`` reads it, both in ``{code: 200, msg: "success", data}`` with
 camelCase task fields (``taskId, state, model, resultUrls, createTime, completeTime, failMsg``, ms times).
 
-The body is seed 003's (``model`` required, ``image_url``, ``multi_model_name``, ``subject_image_list``,
+The body is the apimodels one (``model`` required, ``image_url``, ``multi_model_name``, ``subject_image_list``,
 expansion ratios …) and may carry any field of the unified request; the catalog decides what the model takes.
-``data.model`` is rendered like seed 003's example ``kling-image-gen/kling-v3``: ``<provider>-image-gen/``
+``data.model`` is rendered like the apimodels example ``kling-image-gen/kling-v3``: ``<provider>-image-gen/``
 followed by the upstream model that serves the job.
 
 ``POST /api/v1/images/generations/cancel?task_id=`` (our extension, in the style of the query) cancels a
@@ -68,12 +68,12 @@ def envelope(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_label(job: Job) -> str:
-    """``kling-image-gen/kling-v3`` for a Kling job served by ``kling-v3`` (seed 003's rendering)."""
+    """``kling-image-gen/kling-v3`` for a Kling job served by ``kling-v3`` (as apimodels renders it)."""
     return f"{job.provider}-image-gen/{job.upstream_model}"
 
 
 def created_data(job: Job) -> dict[str, Any]:
-    """``data`` of the create answer, exactly seed 003's three fields."""
+    """``data`` of the create answer, exactly the three fields apimodels answers."""
     return {"taskId": job.id, "state": STATE[JobStatus(job.status)], "model": model_label(job)}
 
 

@@ -1,4 +1,5 @@
-"""The Kling-task dialect (seed 002): ``POST /kling/v1/images/generations`` creates a task,
+"""The Kling-task dialect (Kling's task envelope under ``/kling``, as gateways offer it):
+``POST /kling/v1/images/generations`` creates a task,
 ``GET /kling/v1/images/generations/{task_id}`` reads it, both in Kling's envelope
 ``{code, message, request_id, data}`` with millisecond timestamps and Kling's status words.
 
@@ -11,7 +12,8 @@ field of the unified request; the catalog decides what the model takes. Without 
 ``kling-image`` one; without ``model_name`` a ``kling-image`` task uses ``DEFAULT_MODEL_NAME``. Kling's legacy
 ``model`` field (a Kling model name such as ``kling-v1``) is read as ``model_name``.
 
-Errors answer in the same envelope with Kling's service codes and HTTP statuses (reference §4.6).
+Errors answer in the same envelope with Kling's service codes and HTTP statuses
+(https://app.klingai.com/global/dev/document-api).
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from shared.catalog import Catalog
 from shared.db.tables import Job
 from shared.jobs import ImageRequest, JobStatus, without_empty
 
-#: the model of a Kling-task body without ``model`` (seed 002's body has none)
+#: the model of a Kling-task body without ``model`` (the gateway's example body has none)
 DEFAULT_MODEL: Final = "kling-image"
-#: Kling's own default when ``model_name`` is omitted: ``kling-v1`` in the legacy API whose body seed 002
-#: mirrors (``image_fidelity`` is a v1 / v1-5 parameter); the 3.0 page says ``kling-v3`` (reference §4.5.1)
+#: Kling's own default when ``model_name`` is omitted: ``kling-v1`` in the legacy API whose body this dialect
+#: mirrors (``image_fidelity`` is a v1 / v1-5 parameter); Kling's 3.0 page says ``kling-v3``
 DEFAULT_MODEL_NAME: Final = "kling-v1"
 #: unified-request fields that have no meaning here: every Kling task is async and answers URLs
 REFUSED_FIELDS: Final = ("async", "response_format")
@@ -51,7 +53,7 @@ KLING_STATUS: Final[Mapping[JobStatus, str]] = {
     JobStatus.CANCELLED: "failed",
 }
 
-#: Kling service codes for our failures (reference §4.6), by normalised code, then by HTTP status
+#: Kling service codes for our failures (Kling's error-code table), by normalised code, then by HTTP status
 #: (a spent budget is Kling's "resource pack depleted", 1102, answered with our HTTP 402)
 _CODES_BY_NAME: Final = {"missing_api_key": 1001, "invalid_api_key": 1002, "invalid_json": 1200}
 _CODES_BY_STATUS: Final = {

@@ -28,7 +28,7 @@ def expansion_area(params: JsonObject) -> None:
 
 @dataclass(frozen=True, slots=True)
 class SeedreamSize:
-    """A Seedream model's ``size`` (reference §3.3): a tier (``2K``…), or ``WxH`` within its pixel, side and
+    """A Seedream model's ``size`` (Ark's rules): a tier (``2K``…), or ``WxH`` within its pixel, side and
     ratio bounds; ``aspect_ratio`` goes with a tier or alone (the adapter maps it to ``WxH``), not with ``WxH``."""
 
     tiers: tuple[str, ...]

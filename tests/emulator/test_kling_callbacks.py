@@ -1,5 +1,5 @@
 """Kling callbacks: a task created with ``callback_url`` POSTs itself there on every status change (the legacy
-payload, reference §4.7), from the emulator's sender thread; knobs turn them off, drop or double them; the
+payload of Kling's callback protocol), from the emulator's sender thread; knobs turn them off, drop or double them; the
 sender itself (due times, failures, reset) on a settable clock."""
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ KLING = "/kling/v1/images/generations"
 APIMODELS = "/api/v1/images/generations"
 EDITS = "/v1/images/edits"
 PROMPT = "a lighthouse at dusk, marker-5d1e8b"
-#: seed 002's example body: a prompt and nothing else
+#: the Kling-task gateway's example body: a prompt and nothing else
 SEED_002_BODY = {"prompt": PROMPT}
 MAX_IMAGE_BYTES = 64 * 1024
 
@@ -302,7 +302,7 @@ def test_external_task_id_makes_a_kling_task_idempotent_and_readable_by_it(api: 
 
 # ============================================================================================ apimodels
 
-#: seed 003's public models with a valid body each (and the ``data.model`` seed 003 shows, where it shows one)
+#: the apimodels public models with a valid body each (and the ``data.model`` apimodels shows, where it shows one)
 SEED_003_BODIES: list[Any] = [
     pytest.param({"model": "kling-v2", "prompt": PROMPT}, None, id="kling-v2"),
     pytest.param(

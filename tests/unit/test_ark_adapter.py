@@ -142,10 +142,10 @@ def test_every_seedream_of_seed_000_routes_to_ark_with_its_byteplus_id(model: st
 
 
 PRICES = [
-    (SEEDREAM_3, "image", "0.03", "§3.6"),
-    (SEEDREAM_4, "image", "0.03", "§3.6"),
-    (SEEDREAM_4_5, "request", "0.06", "seed 000"),
-    (SEEDREAM_5, "request", "0.05", "seed 000"),
+    (SEEDREAM_3, "image", "0.03", "BytePlus ModelArk list price"),
+    (SEEDREAM_4, "image", "0.03", "BytePlus ModelArk list price"),
+    (SEEDREAM_4_5, "request", "0.06", "gateway price table"),
+    (SEEDREAM_5, "request", "0.05", "gateway price table"),
 ]
 
 

@@ -1,7 +1,7 @@
 """The BFL adapter (the body it builds per endpoint, what it polls, how it reads statuses and errors) and
 the relay adapter (the OpenAI adapter pointed at another gateway, its errors reported as the relay's).
 
-Wire-level cases use an ``httpx.MockTransport`` scripted with BFL's documented bodies (reference §5.3–5.5);
+Wire-level cases use an ``httpx.MockTransport`` scripted with BFL's documented bodies (https://docs.bfl.ai/);
 end-to-end cases run every Flux model of the catalog, with every size and aspect ratio it offers, against
 the in-process emulator (whose endpoints enforce BFL's own rules), and the relay through the catalog.
 """

@@ -1,5 +1,5 @@
-"""Completeness: every seed model name is in the catalog; every catalog entry has an adapter, an emulator
-dialect and a contract; every catalog parameter is a request field."""
+"""Completeness: every public model name the gateways list is in the catalog; every catalog entry has an adapter,
+an emulator dialect and a contract; every catalog parameter is a request field."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from shared.jobs import ImageRequest
 from tests.unit.contracts import CONTRACTS
 from worker.providers import PROVIDERS
 
-#: every public model name the four seed documents (and the issue's table) name
+#: every public model name the OpenAI-compatible gateway, the Kling image API and apimodels list (and the issue's table)
 SEED_MODEL_NAMES = [
-    # seed 000 (OpenAI-compatible gateway)
+    # the OpenAI-compatible gateway's model list
     "nano-banana", "nano-banana-pro", "nano-banana-pro-2k", "nano-banana-pro-4k",
     "nano-banana-2", "nano-banana-2-2k", "nano-banana-2-4k",
     "doubao-seedream-3-0-t2i-250415", "doubao-seedream-4-0-250828", "doubao-seedream-4-5-251128",
     "doubao-seedream-5-0-260128",
     "kling-image", "kling-omni-image", "kolors-virtual-try-on-v1", "kolors-virtual-try-on-v1-5",
     "kling-image-v3", "dall-e-3",
-    # seed 001
+    # the OpenAI-style Kling image API
     "kling-img-v1",
-    # seed 003 (apimodels)
+    # the apimodels price table
     "kling-v2", "kling-v2-new", "kling-v2-1", "kling-v3-image", "kling-multi-image", "kling-expand",
     "kling-image-o1",
     # the issue's table

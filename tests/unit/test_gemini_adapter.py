@@ -1,6 +1,7 @@
 """The Gemini adapter: the request it builds, how it reads answers and errors, ``n`` by repeated calls.
 
-Wire-level cases use an ``httpx.MockTransport`` scripted with Gemini's documented bodies (reference §2.5–2.6);
+Wire-level cases use an ``httpx.MockTransport`` scripted with Gemini's documented bodies
+(https://ai.google.dev/gemini-api/docs/image-generation);
 end-to-end cases run every nano-banana model of the catalog against the in-process emulator.
 """
 

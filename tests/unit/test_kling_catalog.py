@@ -1,4 +1,5 @@
-"""The Kling catalog entries: every seed name, its operations and exact prices, and the 400s naming the parameter."""
+"""The Kling catalog entries: every public name the gateways list, its operations and exact prices, and the 400s
+naming the parameter."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ URL = "https://images.example.com/in.png"
 SUBJECTS = [{"subject_image": URL}]
 RATIOS = {f"{side}_expansion_ratio": 0.25 for side in ("up", "down", "left", "right")}
 
-#: every Kling public name in the seeds (000: kling-image, kling-omni-image, try-on, kling-image-v3;
-#: 001: kling-img-v1; 003: the per-image table)
+#: every Kling public name (the OpenAI-compatible gateway: kling-image, kling-omni-image, try-on, kling-image-v3;
+#: the OpenAI-style Kling image API: kling-img-v1; the apimodels per-image price table)
 SEED_NAMES = {
     "kling-image",
     "kling-omni-image",
@@ -46,12 +47,12 @@ def test_every_kling_seed_name_is_in_the_catalog() -> None:
 
 def test_every_kling_model_notes_its_price_source() -> None:
     for name in SEED_NAMES:
-        assert "seed" in load_catalog().models[name].price_source, name
+        assert "price table" in load_catalog().models[name].price_source, name
 
 
 # model, fields → operation, upstream model, per, amount
 PRICES: list[tuple[str, dict[str, Any], str, str, str, str]] = [
-    # seed 003 per-image table, exactly
+    # the apimodels per-image price table, exactly
     ("kling-v2", {"prompt": "p"}, "text2img", "kling-v2", "image", "0.076"),
     ("kling-v2", {"prompt": "p", "image": URL}, "img2img", "kling-v2", "image", "0.151"),
     ("kling-v2", {"subject_image_list": SUBJECTS}, "multi-img", "kling-v2", "image", "0.302"),
@@ -65,10 +66,10 @@ PRICES: list[tuple[str, dict[str, Any], str, str, str, str]] = [
     ("kling-expand", {"image_url": URL, **RATIOS}, "expand", "kling-image-expand", "image", "0.151"),
     ("kling-image-o1", {"prompt": "p"}, "omni", "kling-image-o1", "image", "1.80"),
     ("kling-image-o1", {"prompt": "p", "image_urls": [URL, URL]}, "omni", "kling-image-o1", "image", "1.80"),
-    # seed 000 per-request price, exactly
+    # the OpenAI-compatible gateway's per-request price, exactly
     ("kling-image-v3", {"prompt": "p"}, "text2img", "kling-v3", "request", "0.05"),
     ("kling-image-v3", {"prompt": "p", "image": URL}, "img2img", "kling-v3", "request", "0.05"),
-    # not priced by the seeds: seed 003's unit basis (0.019 / unit) × Kling's units
+    # in neither price table: the apimodels unit basis (0.019 / unit) × Kling's units
     ("kling-img-v1", {"prompt": "p"}, "text2img", "kling-v1", "image", "0.019"),
     ("kling-v2-1", {"prompt": "p", "image": URL}, "img2img", "kling-v2-1", "image", "0.151"),
     ("kolors-virtual-try-on-v1", {"human_image": URL, "cloth_image": URL}, "try-on", "kolors-virtual-try-on-v1",
