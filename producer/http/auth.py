@@ -43,11 +43,12 @@ class RevocationListener:
         self._task = asyncio.create_task(self._listen(), name="key-revocations")
 
     async def stop(self) -> None:
+        # bounded: a pub/sub connection cancelled mid-read can take its time to unwind, and shutdown must not wait
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._redis.aclose()
+            await asyncio.wait([self._task], timeout=2.0)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self._redis.aclose(), timeout=2.0)
 
     async def _listen(self) -> None:
         while True:

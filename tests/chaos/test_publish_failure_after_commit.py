@@ -93,7 +93,7 @@ def test_a_job_whose_publish_failed_after_commit_is_resent_by_the_sweeper(
 
     assert outcome.lost == 0, lost
     assert answered_in_s < 10, "the API hung on the failed publish"
-    assert f"job {job_id} committed but its submit task was not published" in api_log
+    assert f"1 job(s) committed (first {job_id}) but their submit tasks were not published" in api_log
     assert still_queued, "nothing could have taken the job while Redis was down"
     assert resent >= 1  # the sweeper re-sent it
     assert rows.statuses(job_ids) == {job_ids[0]: "succeeded", job_id: "succeeded"}

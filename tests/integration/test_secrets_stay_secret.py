@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 BOOTSTRAP_KEY = "sk-MARKER-bootstrap-key-4f7e2a9c1b"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"MARKER-webhook-secret-0123456789").decode()
 CALLBACK = "https://hooks.example.com/imagejobs"
-GPT = {"model": "gpt-image-1", "prompt": "a lighthouse at dusk", "quality": "high"}
+GPT = {"model": "gpt-image-1", "prompt": "a lighthouse at dusk", "quality": "high", "size": "1024x1024"}
 
 
 def bearer(key: str) -> dict[str, str]:

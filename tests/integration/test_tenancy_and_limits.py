@@ -261,14 +261,14 @@ def test_a_submit_that_would_pass_the_spend_budget_answers_402_and_writes_nothin
 
 
 def test_a_batch_that_would_pass_the_spend_budget_answers_402_and_writes_nothing(api: Api) -> None:
-    key = api.new_key(spend_budget=Decimal("0.4"))  # GPT_HIGH: at most 0.167 each
+    key = api.new_key(spend_budget=Decimal("0.4"))  # GPT_HIGH: at most 0.1664 each
 
     refused = api.client.post("/v1/images/batches", json={"requests": [GPT_HIGH] * 3}, headers=bearer(key))
     accepted = api.client.post("/v1/images/batches", json={"requests": [GPT_HIGH] * 2}, headers=bearer(key))
     refused_after = api.client.post("/v1/images/batches", json={"requests": [GPT_HIGH]}, headers=bearer(key))
 
     error = assert_openai_error(refused, status=402, code="insufficient_quota", error_type="insufficient_quota")
-    assert "These 3 requests could cost up to 0.501 USD" in error["message"]
+    assert "These 3 requests could cost up to 0.4992 USD" in error["message"]
     assert accepted.status_code == 202, accepted.text
     assert refused_after.status_code == 402, refused_after.text
     assert api.rows.count(Job) == 2
