@@ -97,6 +97,9 @@ def test_console_signs_in_submits_watches_opens_and_cancels(page: Page, api_url:
     expect(page.locator("#timeline")).to_contain_text("succeeded")
     expect(page.locator("#request")).to_contain_text(HOSTILE_PROMPT)
     expect(page.locator("#cancel")).to_be_hidden()
+    expect(page.locator("#summary dt").first).to_have_text("Model")
+    expect(page.locator("#summary")).to_contain_text("Served by")
+    expect(page.locator("#summary")).not_to_contain_text("[object")
     page.screenshot(path=str(artifacts / "03-job-succeeded.png"))
 
     # the image opens (a signed URL served without the key)
