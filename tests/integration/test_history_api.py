@@ -69,14 +69,15 @@ def test_the_job_list_filters_pages_and_keeps_tenants_apart(processes: Processes
         foreign_cursor = other.get(GENERATIONS, params={"cursor": kling})
         assert foreign_cursor.status_code == 400 and foreign_cursor.json()["error"]["param"] == "cursor"
 
-        for params, param in [
+        bad_filters: list[tuple[dict[str, Any], str]] = [
             ({"status": "bogus"}, "status"),
             ({"limit": 0}, "limit"),
             ({"limit": 101}, "limit"),
             ({"created_after": "yesterday"}, "created_after"),
             ({"created_after": "2026-01-01T00:00:00"}, "created_after"),
             ({"cursor": "nope"}, "cursor"),
-        ]:
+        ]
+        for params, param in bad_filters:
             response = api.get(GENERATIONS, params=params)
             assert response.status_code == 400, (params, response.text)
             assert response.json()["error"]["param"] == param, (params, response.text)
@@ -89,11 +90,12 @@ def test_the_job_list_filters_pages_and_keeps_tenants_apart(processes: Processes
 
         report = api.get("/v1/costs").json()
         assert report["data"] == [] and report["totals"] == []  # nothing has run, nothing is billed
-        for params, param in [
+        bad_periods: list[tuple[dict[str, Any], str]] = [
             ({"since": "2026-01-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"}, "since"),
             ({"since": "2020-01-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"}, "since"),
             ({"until": "2025-01-01T00:00:00"}, "until"),
-        ]:
+        ]
+        for params, param in bad_periods:
             response = api.get("/v1/costs", params=params)
             assert response.status_code == 400, (params, response.text)
             assert response.json()["error"]["param"] == param
