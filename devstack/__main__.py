@@ -80,6 +80,7 @@ def _print_banner(env: dict[str, str], *, api: str, flower: str, emulator: str) 
         f"""
 imagejobs is up
   API       {api}   (docs: {api}/docs)
+  Console   {api}/ui   (sign in with the API key below)
   Flower    {flower}   (user {env["IMAGEJOBS_FLOWER_USER"]}, password {env["IMAGEJOBS_FLOWER_PASSWORD"]})
   Emulator  {emulator}   (stands in for every provider without real credentials)
   API key   {key}

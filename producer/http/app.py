@@ -18,6 +18,7 @@ from producer.http import (
     delete_routes,
     edits_routes,
     files,
+    history_routes,
     kling_routes,
     models_routes,
     openai_routes,
@@ -27,6 +28,7 @@ from producer.http.auth import Gate, RevocationListener
 from producer.http.context import ApiContext
 from producer.http.errors import install_error_handlers
 from producer.http.limits import BodySizeLimit, RateLimiter, RateLimitExceededError, rate_limit_response
+from producer.http.ui import routes as ui
 from producer.http.waiter import JobWaiter
 from producer.keys import KeyDirectory, KeyRing, database_lookup
 from shared.catalog import catalog_for
@@ -109,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(delete_routes.router)
     app.include_router(callbacks_routes.router)
     app.include_router(batches_routes.router)
+    app.include_router(history_routes.router)
+    app.include_router(ui.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlmodel import Session
 
+from producer.http import history_routes
 from producer.http.auth import CurrentTenant, Owner
 from producer.http.context import ApiContext, api_context
 from producer.http.errors import error_response
@@ -206,7 +207,18 @@ async def get_generation(task_id: str, owner: Owner, context: Context) -> JobVie
     return await run_in_threadpool(context.load_view, task_id, owner)
 
 
-@router.get("/v1/images/generations")
-async def query_generation(task_id: Annotated[str, Query(min_length=1)], owner: Owner, context: Context) -> JobView:
-    """The same task object, by ``?task_id=``."""
+@router.get("/v1/images/generations", response_model=None)
+async def query_generation(
+    owner: Owner,
+    context: Context,
+    where: history_routes.Filter,
+    task_id: Annotated[str | None, Query(min_length=1)] = None,
+    limit: history_routes.Limit = 50,
+    cursor: Annotated[str | None, Query(min_length=1, description="next_cursor of the previous page")] = None,
+) -> JobView | history_routes.JobList:
+    """The same task object, by ``?task_id=``; without it, a page of the caller's jobs (``history_routes``)."""
+    if task_id is None:
+        return await run_in_threadpool(
+            history_routes.list_generations, context, owner, where, limit=limit, cursor=cursor
+        )
     return await run_in_threadpool(context.load_view, task_id, owner)

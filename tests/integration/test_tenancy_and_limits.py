@@ -317,6 +317,7 @@ JOB_ENDPOINTS = [
     pytest.param("GET", "/api/v1/images/generations", "query", id="apimodels-query"),
     pytest.param("GET", "/v1/images/generations/{task_id}/webhooks", "path", id="webhook-log"),
     pytest.param("POST", "/v1/images/generations/{task_id}/webhooks/redeliver", "path", id="webhook-redeliver"),
+    pytest.param("GET", "/v1/images/generations/{task_id}/timeline", "path", id="timeline"),
 ]
 
 OWNERS = [
