@@ -38,7 +38,7 @@ try:
     catalog_for(settings)  # the operator's catalog files are checked in every process, as the API does
 except ConfigurationError as exc:  # one line naming the setting, no traceback
     raise SystemExit(f"imagejobs: {exc}") from None
-configure_logging()
+configure_logging(log_format=settings.log_format)
 kombu_workarounds.apply()  # the worker must survive a Redis restart (see the module)
 app: Celery = make_celery(settings, main="worker")
 app.conf.include = ["worker.tasks"]
