@@ -133,3 +133,18 @@ def request_ids_for_jobs(by_job: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         _request_ids_by_job.reset(token)
+
+
+def begin_task(**fields: str | None) -> None:
+    """A worker task starts: its log context is exactly ``fields`` (nothing left over from the thread's last task)."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(**{key: value for key, value in fields.items() if value is not None})
+
+
+def bind(**fields: str | None) -> None:
+    """Add ids learnt during a task (the job's provider, its channel) to the rest of its log lines."""
+    structlog.contextvars.bind_contextvars(**{key: value for key, value in fields.items() if value is not None})
+
+
+def end_task() -> None:
+    structlog.contextvars.clear_contextvars()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -77,14 +78,22 @@ def count_accepted(jobs: Iterable[_Counted]) -> None:
 
 
 class _Ended(Protocol):
-    provider: str
-    model: str
-    status: str
-    error_code: str | None
-    poll_count: int
-    created_at: datetime
-    running_since: datetime | None
-    finished_at: datetime | None
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def status(self) -> StrEnum | str: ...
+    @property
+    def error_code(self) -> str | None: ...
+    @property
+    def poll_count(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def running_since(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
 
 
 def count_finished(job: _Ended) -> None:
@@ -94,9 +103,9 @@ def count_finished(job: _Ended) -> None:
     JOB_POLLS.labels(provider=job.provider).observe(job.poll_count)
     if job.finished_at is None:
         return
-    JOB_DURATION.labels(provider=job.provider, status=status).observe(_seconds(job.created_at, job.finished_at))
+    JOB_DURATION.labels(provider=job.provider, status=status).observe(seconds_between(job.created_at, job.finished_at))
     if job.running_since is not None:
-        observe_phase("running", job.provider, _seconds(job.running_since, job.finished_at))
+        observe_phase("running", job.provider, seconds_between(job.running_since, job.finished_at))
 
 
 def observe_phase(phase: str, provider: str, seconds: float) -> None:
@@ -109,7 +118,7 @@ def count_upstream(*, provider: str, channel: str | None, operation: str, outcom
     UPSTREAM_SECONDS.labels(provider=provider, operation=operation).observe(seconds)
 
 
-def _seconds(earlier: datetime, later: datetime) -> float:
+def seconds_between(earlier: datetime, later: datetime) -> float:
     if (earlier.tzinfo is None) != (later.tzinfo is None):  # SQLite hands back naive UTC
         earlier, later = earlier.replace(tzinfo=None), later.replace(tzinfo=None)
     return max((later - earlier).total_seconds(), 0.0)
@@ -155,7 +164,7 @@ def scrape(extra: Sequence[Collector] = ()) -> bytes:
     """The exposition text: this process's metrics, or every API process's under ``PROMETHEUS_MULTIPROC_DIR``."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         for collector in extra:
             registry.register(collector)
         return generate_latest(registry)
