@@ -75,9 +75,11 @@ def test_jobs_show_up_in_metrics_and_worker_logs_carry_the_request_id(
 
     api_metrics = scrape(f"{api}/metrics", METRICS_TOKEN)
     assert value(api_metrics, "imagejobs_jobs_accepted_total", provider="openai", model="gpt-image-1") == 3
-    assert value(api_metrics, "imagejobs_http_requests_total", route=GENERATIONS, method="POST", status="202") + value(
-        api_metrics, "imagejobs_http_requests_total", route=GENERATIONS, method="POST", status="200"
-    ) == 3
+    assert (
+        value(api_metrics, "imagejobs_http_requests_total", route=GENERATIONS, method="POST", status="202")
+        + value(api_metrics, "imagejobs_http_requests_total", route=GENERATIONS, method="POST", status="200")
+        == 3
+    )
     queue_series = [series for (name, series) in api_metrics if name == "imagejobs_queue_messages"]
     assert ("queue", "submit.openai") in {label for series in queue_series for label in series}
 
