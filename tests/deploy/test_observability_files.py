@@ -28,7 +28,7 @@ def exported_names() -> set[str]:
     names: set[str] = set()
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
-            kind = value._type  # the sample names follow from the type
+            kind = str(value._type)  # the sample names follow from the type
             names.update(value._name + suffix for suffix in _SUFFIXES.get(kind, ("",)))
     collectors: list[Any] = [
         metrics.QueueDepth(fakeredis.FakeRedis(), all_queue_names(), sorted(PRIORITY_LEVELS.values())),
