@@ -48,6 +48,7 @@ def run_local_stack() -> int:
     env.setdefault("IMAGEJOBS_EMULATOR_URL", emulator)
     # the quick start's webhook receiver demo runs on this machine: allow loopback callbacks here only
     env.setdefault("IMAGEJOBS_EGRESS__ALLOW_NETWORKS", '["127.0.0.0/8"]')
+    env.setdefault("IMAGEJOBS_LOG_FORMAT", "console")  # people read these logs; production keeps JSON lines
     # the emulator can reach the API here, so async upstreams call back instead of being polled
     env.setdefault("IMAGEJOBS_CALLBACKS__ENABLED", "true")
     env.setdefault("IMAGEJOBS_FLOWER_USER", "admin")

@@ -31,6 +31,7 @@ from shared.db.tables import Job
 from shared.egress import EgressPolicy
 from shared.inline_inputs import InlineInputs
 from shared.jobs import ImageRequest
+from shared.logs import current, request_ids_for_jobs
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ MAX_GROUP = 1000
 @dataclass(slots=True)
 class _Waiting:
     job: Job
+    #: the accepting request's id: the job's submit message carries it though another task publishes it
+    request_id: str | None = field(default_factory=lambda: current("request_id"))
     answer: asyncio.Future[Enqueued] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -105,7 +108,8 @@ class AcceptWriter:
                 group = self._waiting[: self._max_group]
                 del self._waiting[: self._max_group]
                 try:
-                    answers = await asyncio.to_thread(self.write, [waiting.job for waiting in group])
+                    request_ids = {w.job.id: w.request_id for w in group if w.request_id is not None}
+                    answers = await asyncio.to_thread(self._write_for, request_ids, [w.job for w in group])
                 except Exception as exc:  # every request of the group gets the error (a 500), none is lost
                     log.exception("writing %d accepted job(s) failed", len(group))
                     for waiting in group:
@@ -115,6 +119,10 @@ class AcceptWriter:
                 for waiting, answer in zip(group, answers, strict=True):
                     if not waiting.answer.done():
                         waiting.answer.set_result(answer)
+
+    def _write_for(self, request_ids: dict[str, str], jobs: Sequence[Job]) -> list[Enqueued]:
+        with request_ids_for_jobs(request_ids):
+            return self.write(jobs)
 
     def write(self, jobs: Sequence[Job]) -> list[Enqueued]:
         """Commit ``jobs`` in one transaction, then publish their submits in one pipeline (blocking)."""

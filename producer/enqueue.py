@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from producer.keys import check_spend_budget
+from shared import metrics
 from shared.catalog import Catalog, ValidatedRequest, load_catalog, validate_request
 from shared.db import jobs_repo
 from shared.db.tables import Job, utcnow
@@ -117,7 +118,9 @@ def commit_job(job: Job, *, session: Session, has_spend_budget: bool = True) -> 
 
 
 def publish_submits(jobs: Sequence[Job], *, sender: SubmitSender) -> None:
-    """Send the submit tasks of committed jobs in one pipeline; a failed publish is left to the sweeper."""
+    """Count the committed jobs as accepted and send their submit tasks in one pipeline; a failed publish is left to
+    the sweeper."""
+    metrics.count_accepted(jobs)
     try:
         if len(jobs) == 1:
             sender.submit(jobs[0].id, route=route_of(jobs[0]))

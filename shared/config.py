@@ -165,6 +165,15 @@ class LimitSettings(BaseModel):
     bootstrap_requests_per_minute: int | None = Field(default=None, ge=1)
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus scraping: the API's ``/metrics`` and each worker's own port."""
+
+    #: when set, ``/metrics`` answers only ``Authorization: Bearer <token>`` (unset: open, for a private network)
+    token: SecretStr | None = None
+    #: the port each worker serves its metrics on (unset or 0: no metrics server in the worker)
+    worker_port: int = Field(default=0, ge=0, le=65535)
+
+
 #: SigV4 presigned URLs live at most 7 days
 #: (https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html)
 MAX_PRESIGN_TTL_S = 7 * 24 * 3600
@@ -467,6 +476,8 @@ class Settings(BaseSettings):
     #: Flower's basic auth (``FLOWER_BASIC_AUTH`` is ``flower_basic_auth()``); the password has no default
     flower_user: str = Field(default="admin", pattern=r"^[^:,\s]+$")
     flower_password: SecretStr | None = None
+    #: ``json`` (one JSON object per line, for log collectors) or ``console`` (for people: ``make run``)
+    log_format: Literal["json", "console"] = "json"
 
     celery: CelerySettings = CelerySettings()
     sweeper: SweeperSettings = SweeperSettings()
@@ -483,6 +494,7 @@ class Settings(BaseSettings):
     callbacks: UpstreamCallbackSettings = UpstreamCallbackSettings()
     storage: StorageSettings = StorageSettings()
     retention: RetentionSettings = RetentionSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from kombu import Exchange, Producer, Queue
 from shared.catalog import load_catalog
 from shared.config import BROKER_SCHEMES, BrokerKind, Settings
 from shared.jobs import Priority
+from shared.logs import current, request_id_of_job
 
 #: Redis pub/sub channel on which workers announce job ids that reached a terminal state
 JOB_DONE_CHANNEL: Final = "imagejobs:job-done"
@@ -225,9 +226,15 @@ class TaskSender:
         countdown = countdown_s if countdown_s > 0 else None
         queue = route.queue(name) if route is not None else TASK_QUEUES[name].value
         priority = self._levels[route.priority if route is not None else Priority.NORMAL]
+        # the request that caused the message, for the worker's log lines: a header, never an argument
+        request_id = request_id_of_job(args[0]) if isinstance(args[0], str) else current("request_id")
+        headers = {"request_id": request_id} if request_id is not None else None
         if producer is None:
-            self._celery.send_task(name.value, args=args, queue=queue, countdown=countdown, priority=priority)
+            self._celery.send_task(
+                name.value, args=args, queue=queue, countdown=countdown, priority=priority, headers=headers
+            )
         else:  # inside a publish batch (``submit_many``)
             self._celery.send_task(
-                name.value, args=args, queue=queue, countdown=countdown, priority=priority, producer=producer
-            )
+                name.value, args=args, queue=queue, countdown=countdown, priority=priority, producer=producer,
+                headers=headers,
+            )  # fmt: skip

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
+from typing import Any
 
 import httpx
-from celery import Celery, signals
+from celery import Celery, Task, signals
 from redis import BlockingConnectionPool, Redis, RedisError
 
 from shared.catalog import catalog_for
@@ -18,15 +20,16 @@ from shared.config import get_settings
 from shared.db.engine import make_engine
 from shared.egress import EgressPolicy, guarded_client
 from shared.errors import ConfigurationError, ErrorCode
-from shared.logs import configure_logging
+from shared.logs import begin_task, configure_logging, end_task
 from shared.provider_modes import log_provider_report
-from shared.queue import JOB_DONE_CHANNEL, TaskSender, make_celery
+from shared.queue import JOB_DONE_CHANNEL, TaskName, TaskSender, make_celery
 from shared.storage import open_storage
 from worker import ending, kombu_workarounds
 from worker.capacity import Capacity
 from worker.inflight import InflightCalls
 from worker.inputs import HttpImageLoader
 from worker.liveness import heartbeat_step
+from worker.metrics_server import serve_metrics
 from worker.providers.registry import build_providers, split_default
 from worker.runtime import Runtime
 from worker.scheduling.latency import LatencyBook, RedisCompletions
@@ -38,7 +41,7 @@ try:
     catalog_for(settings)  # the operator's catalog files are checked in every process, as the API does
 except ConfigurationError as exc:  # one line naming the setting, no traceback
     raise SystemExit(f"imagejobs: {exc}") from None
-configure_logging()
+configure_logging(log_format=settings.log_format)
 kombu_workarounds.apply()  # the worker must survive a Redis restart (see the module)
 app: Celery = make_celery(settings, main="worker")
 app.conf.include = ["worker.tasks"]
@@ -50,6 +53,26 @@ if settings.celery.heartbeat_file is not None:  # the liveness probe's signal (s
 def _report_providers(**_: object) -> None:
     """Once per worker at start: which providers are live, emulated or disabled (one warning for the latter)."""
     log_provider_report(settings, log)
+    if settings.metrics.worker_port:
+        serve_metrics(settings.metrics.worker_port, capacity=lambda: runtime().capacity, settings=settings)
+
+
+@signals.task_prerun.connect
+def _bind_task_context(task: Task[Any, Any] | None = None, args: Sequence[Any] = (), **_: object) -> None:
+    """Every line a task logs names the task, its job and the request that caused it (a message header)."""
+    if task is None:
+        return
+    job_id = args[0] if task.name in _JOB_TASKS and args and isinstance(args[0], str) else None
+    request_id = task.request.get("request_id")
+    begin_task(task=task.name, job_id=job_id, request_id=request_id if isinstance(request_id, str) else None)
+
+
+@signals.task_postrun.connect
+def _unbind_task_context(**_: object) -> None:
+    end_task()
+
+
+_JOB_TASKS = frozenset({TaskName.SUBMIT_JOB.value, TaskName.POLL_JOB.value})
 
 
 _runtime: Runtime | None = None

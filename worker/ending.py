@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from shared import metrics
 from shared.db import jobs_repo
 from shared.db.tables import Job, JobImage, WebhookDelivery
 from shared.jobs import TERMINAL, JobStatus
@@ -50,9 +51,10 @@ def succeed_job(
         ended = session.get(Job, job_id) if won else None
         if ended is not None:
             jobs_repo.add_images(session=session, images=stored)
-            jobs_repo.record_cost(session=session, job=ended, quantity=len(stored))
+            cost = jobs_repo.record_cost(session=session, job=ended, quantity=len(stored))
     if ended is None:
         return False
+    metrics.COST.labels(model=cost.model, currency=cost.currency).inc(float(cost.amount))
     _after_terminal(ended, delivery, rt=rt)
     return True
 
@@ -102,6 +104,7 @@ def fail_job_wherever(job_id: str, *, code: str, message: str, rt: Runtime, to: 
 
 
 def _after_terminal(job: Job, delivery: WebhookDelivery | None, *, rt: Runtime) -> None:
+    metrics.count_finished(job)  # only the winner of the terminal compare-and-set gets here
     rt.capacity.release(job)  # the job's upstream task is over: its concurrency slots are free
     rt.announce_done(job.id)
     if delivery is not None and delivery.id is not None:

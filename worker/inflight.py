@@ -15,6 +15,7 @@ call itself.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -73,7 +74,8 @@ class InflightCalls:
         self._slots.acquire()
         self._count(+1)
         try:
-            self._calls.submit(self._run, job_id, call, then)
+            # the job's log context (job id, request id, provider) follows the call into both pools
+            self._calls.submit(contextvars.copy_context().run, self._run, job_id, call, then)
         except BaseException:
             self._count(-1)
             self._slots.release()
@@ -88,7 +90,7 @@ class InflightCalls:
         outcome = _outcome_of(call)
         assert self._finishers is not None
         try:
-            self._finishers.submit(self._finish, job_id, outcome, then)
+            self._finishers.submit(contextvars.copy_context().run, self._finish, job_id, outcome, then)
         except RuntimeError:  # the interpreter is exiting: no new work for the finishers, so finish here
             self._finish(job_id, outcome, then)
 

@@ -8,16 +8,19 @@ slots, what a failure means for them) is ``rt.capacity``'s business; the end of 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session
 
+from shared import metrics
 from shared.db import jobs_repo
 from shared.db.engine import reading
 from shared.db.tables import Job
 from shared.errors import ErrorCode, ProviderError, RateLimitedError, StorageUnavailableError, TransientProviderError
 from shared.inline_inputs import InlineInputs
 from shared.jobs import TERMINAL, JobStatus, JsonObject
+from shared.logs import bind
 from shared.queue import route_of
 from shared.upstream_callbacks import callback_url
 from worker.capacity import Admitted, Fail, Refusing, RetryElsewhere, RetryHere, Waiting, retry_delay
@@ -41,6 +44,8 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
     now = rt.clock()
     with Session(reading(rt.engine), expire_on_commit=False) as session:  # the claim below is the compare-and-set
         job = session.get(Job, job_id)
+    if job is not None:
+        bind(provider=job.provider)
     if job is None or not _claimable(job, now):
         log.info("job %s submit skipped (status=%s)", job_id, job.status if job else "missing")
         return
@@ -72,6 +77,9 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
     if not claimed:
         _after_lost_claim(job, channel, rt=rt)
         return
+    bind(channel=channel)
+    if job.submit_attempts == 0:  # the first claim ends the time queued (retries are part of submitting)
+        metrics.observe_phase("queued", job.provider, (now - _aware(job.created_at)).total_seconds())
     _submit_claimed(job, _spec_of(job, job.submit_attempts + 1, params, rt=rt), channel=channel, rt=rt)
 
 
@@ -117,8 +125,25 @@ def _spec_of(job: Job, attempt: int, params: JsonObject, *, rt: Runtime) -> JobS
 def _submit_claimed(job: Job, spec: JobSpec, *, channel: str, rt: Runtime) -> None:
     """The upstream call runs in flight beside the pool (a sync generation takes seconds); then ``_submitted``."""
     adapter = rt.adapter(job.provider, channel)
-    rt.inflight.call(job.id, lambda: adapter.submit(spec),
-                     then=lambda outcome: _submitted(job, spec, outcome, channel=channel, rt=rt))  # fmt: skip
+    claimed_at = time.monotonic()
+
+    def submit() -> Submission:
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return adapter.submit(spec)
+        except ProviderError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            metrics.count_upstream(provider=job.provider, channel=channel, operation="submit", outcome=outcome,
+                                   seconds=time.monotonic() - started)  # fmt: skip
+
+    def then(outcome: Outcome[Submission]) -> None:
+        metrics.observe_phase("submitting", job.provider, time.monotonic() - claimed_at)
+        _submitted(job, spec, outcome, channel=channel, rt=rt)
+
+    rt.inflight.call(job.id, submit, then=then)
 
 
 def _submitted(job: Job, spec: JobSpec, outcome: Outcome[Submission], *, channel: str, rt: Runtime) -> None:
@@ -181,6 +206,7 @@ def poll_job(job_id: str, poll_count: int, *, rt: Runtime) -> None:
         job = session.get(Job, job_id)
     if job is None or job.status != JobStatus.RUNNING or job.poll_count != poll_count:
         return  # a stale or duplicated link: the chain has moved on
+    bind(provider=job.provider, channel=job.channel)
     now = rt.clock()
     if job.deadline_at is not None and now >= job.deadline_at:
         fail_job(job_id, from_=JobStatus.RUNNING, code=ErrorCode.UPSTREAM_TIMEOUT, message="deadline passed",
@@ -209,13 +235,23 @@ def poll_job(job_id: str, poll_count: int, *, rt: Runtime) -> None:
 def _ask_upstream(job: Job, poll_count: int, *, rt: Runtime) -> tuple[PollResult | None, float]:
     """The upstream's answer (a permanent error becomes FAILED), or None and a minimum wait when unsure."""
     assert job.upstream_task_id is not None  # set together with RUNNING
+    started = time.monotonic()
+
+    def count(outcome: str) -> None:
+        metrics.count_upstream(provider=job.provider, channel=job.channel, operation="poll", outcome=outcome,
+                               seconds=time.monotonic() - started)  # fmt: skip
+
     try:
-        return rt.pollable(job.provider, job.channel).poll(job.upstream_task_id), 0.0
+        result = rt.pollable(job.provider, job.channel).poll(job.upstream_task_id)
+        count("ok")
+        return result, 0.0
     except TransientProviderError as exc:
+        count(exc.code)
         log.info("job %s poll %d transient: %s", job.id, poll_count + 1, exc.message)
         wait = exc.retry_after_s if isinstance(exc, RateLimitedError) and exc.retry_after_s is not None else 0.0
         return None, wait
     except ProviderError as exc:
+        count(exc.code)
         return PollResult(state=UpstreamState.FAILED, error=exc), 0.0
 
 
@@ -244,3 +280,7 @@ def _schedule_next_poll(job: Job, poll_count: int, *, minimum_s: float, rt: Runt
                                      next_poll_at=now + timedelta(seconds=delay))  # fmt: skip
     if won:
         rt.sender.poll(job.id, poll_count + 1, route=route_of(job), countdown_s=delay)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)  # SQLite hands back naive UTC

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook
 
+from shared import metrics
 from shared.batches import BatchView, batch_view
 from shared.db import batches_repo, jobs_repo
 from shared.db.tables import CostEntry, DisabledWebhookEndpoint, Job, JobBatch, JobImage, WebhookDelivery
@@ -123,8 +124,12 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime, claimed: bool = False) -> 
             return
         secrets = signing_secrets(session=session, owner=subject.owner, settings=rt.settings, now=now)
     result = _post(delivery, subject.body, secrets=secrets, rt=rt)
+    metrics.WEBHOOK_ATTEMPTS.labels(outcome=_outcome_of(result)).inc()
+    metrics.WEBHOOK_SECONDS.observe(result.latency_ms / 1000)
     rt.fast_receivers.note(delivery.url, delivered=result.delivered, latency_ms=result.latency_ms)
     finished = rt.clock()
+    if result.delivered and subject.job is not None and subject.job.finished_at is not None:
+        metrics.WEBHOOK_DELIVERY_DELAY.observe(metrics.seconds_between(subject.job.finished_at, finished))
     delay = _retry_delay(delivery.attempt, result, rt=rt)
     with rt.session() as session, session.begin():
         row = session.get(WebhookDelivery, delivery_id)
@@ -158,6 +163,15 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime, claimed: bool = False) -> 
     )
     if upcoming is not None and upcoming.id is not None and delay is not None and delay <= MAX_COUNTDOWN_S:
         rt.sender.webhook(upcoming.id, countdown_s=delay)
+
+
+def _outcome_of(result: AttemptResult) -> str:
+    """A bounded label: delivered, the status class (4xx, 5xx …) or the transport error."""
+    if result.delivered:
+        return "delivered"
+    if result.status is not None:
+        return f"{result.status // 100}xx"
+    return "refused" if (result.error or "").startswith("refused") else "error"
 
 
 def send_at_once(url: str, *, rt: Runtime) -> bool:

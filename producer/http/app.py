@@ -28,6 +28,7 @@ from producer.http.auth import Gate, RevocationListener
 from producer.http.context import ApiContext
 from producer.http.errors import install_error_handlers
 from producer.http.limits import BodySizeLimit, RateLimiter, RateLimitExceededError, rate_limit_response
+from producer.http.observability import RequestContext, metrics_router
 from producer.http.ui import routes as ui
 from producer.http.waiter import JobWaiter
 from producer.keys import KeyDirectory, KeyRing, database_lookup
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog = catalog_for(settings)
     except ConfigurationError as exc:
         raise SystemExit(f"imagejobs: {exc}") from None
-    configure_logging()
+    configure_logging(log_format=settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_json_bytes=settings.limits.max_json_body_bytes,
         max_multipart_bytes=settings.limits.max_multipart_body_bytes,
     )
+    app.add_middleware(RequestContext)  # added last: the outermost, so its id and access line cover everything
     app.include_router(openai_routes.router)
     app.include_router(models_routes.router)
     app.include_router(edits_routes.router)
@@ -113,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(batches_routes.router)
     app.include_router(history_routes.router)
     app.include_router(ui.router)
+    app.include_router(metrics_router(settings))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -9,6 +9,7 @@ start-up reports and for a bad setting, which stops a process with one line and 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,7 +173,7 @@ def test_api_and_worker_without_credentials_start_and_report_the_disabled_provid
     worker_log = worker.output()
     warnings = [line for line in worker_log.splitlines() if "providers disabled" in line]
     assert len(warnings) == 1, worker_log
-    assert "WARNING" in warnings[0]
+    assert json.loads(warnings[0])["level"] == "warning"  # JSON log lines by default
     assert "kling (set IMAGEJOBS_KLING__ACCESS_KEY and IMAGEJOBS_KLING__SECRET_KEY)" in warnings[0]
     assert all(f"IMAGEJOBS_{name.upper()}__" in warnings[0] for name in PROVIDERS)
 

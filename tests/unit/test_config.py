@@ -382,10 +382,29 @@ def test_task_sender_sends_ids_only_to_the_providers_queue_at_the_jobs_priority(
     sender.webhook(17, countdown_s=30)
 
     assert celery.sent == [
-        ("imagejobs.submit_job", {"args": ("job-1",), "queue": "submit.kling", "countdown": None, "priority": 3}),
-        ("imagejobs.poll_job", {"args": ("job-1", 3), "queue": "poll.gemini", "countdown": 4.5, "priority": 0}),
-        ("imagejobs.deliver_webhook", {"args": (17,), "queue": "webhooks", "countdown": 30, "priority": 3}),
-    ]
+        ("imagejobs.submit_job", {"args": ("job-1",), "queue": "submit.kling", "countdown": None, "priority": 3,
+                                  "headers": None}),
+        ("imagejobs.poll_job", {"args": ("job-1", 3), "queue": "poll.gemini", "countdown": 4.5, "priority": 0,
+                                "headers": None}),
+        ("imagejobs.deliver_webhook", {"args": (17,), "queue": "webhooks", "countdown": 30, "priority": 3,
+                                       "headers": None}),
+    ]  # fmt: skip
+
+
+def test_the_request_id_travels_in_a_message_header_never_in_the_arguments(
+    celery: _RecordingCelery, sender: TaskSender
+) -> None:
+    from shared.logs import bound, request_ids_for_jobs
+
+    with bound(request_id="req-1"):
+        sender.submit("job-1", route=KLING)
+        with request_ids_for_jobs({"job-2": "req-2"}):
+            sender.submit("job-2", route=KLING)
+            sender.submit("job-3", route=KLING)
+
+    headers = [(options["args"], options["headers"]) for _, options in celery.sent]
+    assert headers == [(("job-1",), {"request_id": "req-1"}), (("job-2",), {"request_id": "req-2"}),
+                       (("job-3",), {"request_id": "req-1"})]  # fmt: skip
 
 
 def test_every_provider_queue_is_declared() -> None:
