@@ -28,6 +28,7 @@ from shared.db import batches_repo, jobs_repo
 from shared.db.tables import CostEntry, DisabledWebhookEndpoint, Job, JobBatch, JobImage, WebhookDelivery
 from shared.egress import EgressRefusedError
 from shared.files import ResultUrls
+from shared.progress import Progress, progress_of
 from shared.queue import MAX_COUNTDOWN_S
 from shared.views import JobView, job_view
 from shared.webhook_secrets import signing_secrets
@@ -228,16 +229,25 @@ def _subject_of(session: Session, delivery: WebhookDelivery, *, rt: Runtime) -> 
         delivery,
         images=jobs_repo.list_images(session=session, job_id=job.id),
         cost=jobs_repo.get_cost(session=session, job_id=job.id),
+        progress=progress_of(session, job),
         rt=rt,
     )
     return _Subject(owner=job.owner, body=body, job=job)
 
 
 def _payload(
-    job: Job, delivery: WebhookDelivery, *, images: Sequence[JobImage], cost: CostEntry | None, rt: Runtime
+    job: Job,
+    delivery: WebhookDelivery,
+    *,
+    images: Sequence[JobImage],
+    cost: CostEntry | None,
+    progress: Progress,
+    rt: Runtime,
 ) -> str:
     sign = ResultUrls(rt.settings, rt.storage).signer()
-    view = job_view(job, images=images, cost=cost, sign=sign, results_kept_s=rt.settings.retention.results_s)
+    view = job_view(
+        job, images=images, cost=cost, sign=sign, results_kept_s=rt.settings.retention.results_s, progress=progress
+    )
     payload = WebhookPayload(type=delivery.event_type, timestamp=job.updated_at.isoformat(), data=view)
     return payload.model_dump_json()
 

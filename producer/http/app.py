@@ -30,6 +30,7 @@ from producer.http.limits import BodySizeLimit, RateLimiter, RateLimitExceededEr
 from producer.http.waiter import JobWaiter
 from producer.keys import KeyDirectory, KeyRing, database_lookup
 from shared.catalog import catalog_for
+from shared.completion_latencies import ExpectedDurations
 from shared.config import Settings, get_settings
 from shared.db.engine import make_engine
 from shared.egress import EgressPolicy
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             waiter=waiter,
             egress=EgressPolicy.from_lists(hosts=settings.egress.allow_hosts, networks=settings.egress.allow_networks),
             writer=writer,
+            expected=ExpectedDurations.from_url(settings.redis_url),
         )
         limiter = RateLimiter(Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2))
         keys = KeyDirectory(
