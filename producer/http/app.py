@@ -17,6 +17,7 @@ from producer.http import (
     cancel_routes,
     delete_routes,
     edits_routes,
+    events_routes,
     files,
     kling_routes,
     models_routes,
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_json_bytes=settings.limits.max_json_body_bytes,
         max_multipart_bytes=settings.limits.max_multipart_body_bytes,
     )
+    app.include_router(events_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(models_routes.router)
     app.include_router(edits_routes.router)
