@@ -161,6 +161,21 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime, claimed: bool = False) -> 
         rt.sender.webhook(upcoming.id, countdown_s=delay)
 
 
+def schedule_progress_webhook(*, session: Session, job: Job, event: str, at: datetime) -> WebhookDelivery | None:
+    """In the transaction that made the step: the ``job.<event>`` (``started``, ``running``) webhook, if the job
+    has a callback URL and asked for it (``webhook_events``). Sent after the commit (``send_progress_webhook``)."""
+    if job.callback_url is None or event not in (job.webhook_events or ()):
+        return None
+    delivery = jobs_repo.add_webhook_attempt(session=session, job=job, event_type=f"job.{event}", attempt=1, at=at)
+    session.flush()
+    return delivery
+
+
+def send_progress_webhook(delivery: WebhookDelivery | None, *, rt: Runtime) -> None:
+    if delivery is not None and delivery.id is not None:
+        rt.sender.webhook(delivery.id)
+
+
 def send_at_once(url: str, *, rt: Runtime) -> bool:
     """Whether the task that ends a job sends its webhook's first attempt itself (``worker.fast_receivers``)."""
     return rt.fast_receivers.is_fast(url)

@@ -8,9 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook
 
-from tests.integration.harness import Emulator, ProcessesFactory
-from tests.support import API_KEY, OTHER_API_KEY
+from shared.db.tables import Job
+from tests.integration.harness import Emulator, ProcessesFactory, Rows, WebhookReceiver
+from tests.support import API_KEY, OTHER_API_KEY, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +81,67 @@ def test_the_events_stream_follows_a_job_until_it_ends(
     # And another key's stream is not found
     other = httpx.get(f"{api}/v1/images/generations/{task['id']}/events", headers=_auth(OTHER_API_KEY))
     assert other.status_code == 404, other.text
+
+
+def test_webhook_events_adds_signed_started_and_running_webhooks(
+    processes: ProcessesFactory, sqlite_url: str, emulator: Emulator, webhook_receiver: Any
+) -> None:
+    # Given a running stack and a receiver
+    emulator.set_latency(kling_s=1.0, openai_s=0.1)
+    receiver: WebhookReceiver = webhook_receiver()
+    stack = processes(sqlite_url)
+    stack.worker()
+    api = stack.api()
+
+    # When a job asks for the started and running events too
+    body = {**KLING, "callback_url": receiver.url, "webhook_events": ["started", "running"]}
+    created = httpx.post(f"{api}/v1/images/generations", json=body, headers=_auth())
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    wait_until(lambda: len(receiver.received()) == 3, timeout_s=60, what="three webhooks")
+
+    # Then each came signed with the tenant's secret, under its own webhook-id, besides the terminal one
+    secret = httpx.get(f"{api}/v1/webhooks/secret", headers=_auth()).json()["secret"]
+    events = {}
+    for request in receiver.received():
+        event = Webhook(secret).verify(request.body, request.headers)
+        events[event["type"]] = (request.headers["webhook-id"], event["data"]["id"])
+    assert events == {
+        "job.started": (f"msg_{job_id}_started", job_id),
+        "job.running": (f"msg_{job_id}_running", job_id),
+        "job.succeeded": (f"msg_{job_id}", job_id),
+    }
+
+
+def test_a_job_without_webhook_events_gets_only_the_terminal_webhook(
+    processes: ProcessesFactory, sqlite_url: str, emulator: Emulator, webhook_receiver: Any
+) -> None:
+    emulator.set_latency(kling_s=0.3, openai_s=0.1)
+    receiver: WebhookReceiver = webhook_receiver()
+    stack = processes(sqlite_url)
+    stack.worker()
+    api = stack.api()
+    created = httpx.post(f"{api}/v1/images/generations", json={**KLING, "callback_url": receiver.url}, headers=_auth())
+    job_id = created.json()["id"]
+    wait_until(lambda: len(receiver.received()) >= 1, timeout_s=60, what="the terminal webhook")
+    final = httpx.get(f"{api}/v1/images/generations/{job_id}", headers=_auth()).json()
+    assert final["status"] == "succeeded"
+    assert [request.headers["webhook-id"] for request in receiver.received()] == [f"msg_{job_id}"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/images/generations", {**KLING, "webhook_events": ["started", "completed"]}),
+        ("/kling/v1/images/generations", {"model_name": "kling-v2-1", "prompt": "x", "webhook_events": ["nope"]}),
+    ],
+)
+def test_an_unknown_webhook_event_is_refused_naming_the_parameter(
+    processes: ProcessesFactory, sqlite_url: str, rows_for: Any, path: str, body: dict[str, Any]
+) -> None:
+    api = processes(sqlite_url).api()
+    answer = httpx.post(f"{api}{path}", json=body, headers=_auth())
+    assert answer.status_code == 400, answer.text
+    assert "webhook_events" in answer.text
+    rows: Rows = rows_for(sqlite_url)
+    assert rows.count(Job) == 0
