@@ -11,7 +11,7 @@ from shared.completion_latencies import KEY_PREFIX, Completion, ExpectedDuration
 from shared.progress import progress_of
 from shared.views import job_view
 from tests.fakes import accepted
-from tests.unit.conftest import OPENAI_REQUEST, Harness
+from tests.unit.conftest import OPENAI_REQUEST, Harness, HarnessFactory
 from worker.pipeline import submit_job
 
 
@@ -21,8 +21,9 @@ def _position(harness: Harness, job_id: str) -> int | None:
 
 
 def test_queue_position_counts_jobs_of_the_same_provider_at_a_higher_or_the_same_earlier_priority(
-    harness: Harness,
+    make_harness: HarnessFactory, database_url: str
 ) -> None:
+    harness = make_harness(database_url)
     first = harness.enqueue()
     harness.advance(1)
     second = harness.enqueue()
@@ -44,7 +45,10 @@ def test_queue_position_counts_jobs_of_the_same_provider_at_a_higher_or_the_same
     assert _position(harness, second) == 1
 
 
-def test_a_running_job_has_submitted_started_and_expected_done_at(harness: Harness) -> None:
+def test_a_running_job_has_submitted_started_and_expected_done_at(
+    make_harness: HarnessFactory, database_url: str
+) -> None:
+    harness = make_harness(database_url)
     job_id = harness.enqueue()
     harness.advance(2)
     harness.kling.submissions.append(accepted("up-1"))
