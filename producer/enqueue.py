@@ -26,7 +26,7 @@ from shared.db.tables import Job, utcnow
 from shared.egress import EgressPolicy, refusal_reason
 from shared.errors import InvalidRequestError
 from shared.inline_inputs import InlineInputs
-from shared.jobs import ImageRequest, Priority
+from shared.jobs import WEBHOOK_EVENTS, ImageRequest, Priority
 from shared.queue import Route, route_of
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,13 @@ def _check_gateway_fields(request: ImageRequest, egress: EgressPolicy) -> None:
             param="response_format",
         )
     check_callback_url(request.callback_url, egress)
+    unknown = sorted(set(request.webhook_events or ()) - WEBHOOK_EVENTS)
+    if unknown:
+        raise InvalidRequestError(
+            f"Invalid value for 'webhook_events': '{unknown[0]}' is not one of "
+            f"{', '.join(sorted(WEBHOOK_EVENTS))} (terminal events are always sent).",
+            param="webhook_events",
+        )
     for param, url in _image_urls(request):
         reason = refusal_reason(url, egress)
         if reason is not None:
@@ -199,6 +206,7 @@ def _new_job(request: ImageRequest, validated: ValidatedRequest, *, owner: str, 
         response_format=request.response_format or "url",
         priority=(request.priority or Priority.NORMAL).value,
         callback_url=request.callback_url,
+        webhook_events=sorted(set(request.webhook_events)) if request.webhook_events else None,
         external_task_id=request.external_task_id,
         price_per=validated.price.per,
         unit_price=validated.price.unit_amount,

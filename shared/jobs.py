@@ -132,6 +132,9 @@ class ImageRequest(BaseModel):
     #: low | normal | high: the order within the provider's queues (the word, also in strict mode)
     priority: Priority | None = Field(default=None, strict=False)
     async_: bool | None = Field(default=None, alias="async")
+    #: progress webhooks wanted besides the terminal one (``WEBHOOK_EVENTS``), as Replicate's
+    #: ``webhook_events_filter`` (https://replicate.com/docs/topics/webhooks/setup-webhook)
+    webhook_events: list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -166,5 +169,10 @@ GATEWAY_FIELDS: Final[frozenset[str]] = frozenset(
         "model_name",
         "priority",
         "stream",
+        "webhook_events",
     }
 )
+
+#: the progress webhooks a request may ask for: ``started`` (``job.started``, a worker submitted it) and
+#: ``running`` (``job.running``, the async upstream accepted it); the terminal ``job.*`` one is always sent
+WEBHOOK_EVENTS: Final[frozenset[str]] = frozenset({"started", "running"})

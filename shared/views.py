@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from shared.db.tables import CostEntry, Job, JobImage
+from shared.progress import Progress
 
 #: storage key → a URL the caller can download (signed, expiring)
 UrlSigner = Callable[[str], str]
@@ -69,6 +71,13 @@ class JobView(BaseModel):
     quality: str | None = None
     size: str | None = None
     usage: dict[str, Any] | None = None
+    #: while queued: how many queued jobs of its provider go first (higher priority, or same and sent earlier)
+    queue_position: int | None = None
+    #: when a worker first claimed it for submit, and when the upstream accepted it (Unix seconds)
+    submitted_at: int | None = None
+    started_at: int | None = None
+    #: while running: when it is expected to be done, from its upstream model's recent completion times
+    expected_done_at: int | None = None
 
 
 def job_view(
@@ -78,6 +87,7 @@ def job_view(
     cost: CostEntry | None,
     sign: UrlSigner,
     results_kept_s: float | None = None,
+    progress: Progress | None = None,
 ) -> JobView:
     created = int(job.created_at.timestamp())
     reported = job.upstream_report or {}
@@ -121,7 +131,20 @@ def job_view(
         ),
         error=ErrorView(code=job.error_code, message=job.error_message or "") if job.error_code else None,
         **{name: reported.get(name) for name in REPORTED_FIELDS},
+        **_progress_fields(progress or Progress(started_at=job.running_since)),
     )
+
+
+def _progress_fields(progress: Progress) -> dict[str, int | None]:
+    def seconds(moment: datetime | None) -> int | None:
+        return int(moment.timestamp()) if moment is not None else None
+
+    return {
+        "queue_position": progress.queue_position,
+        "submitted_at": seconds(progress.submitted_at),
+        "started_at": seconds(progress.started_at),
+        "expected_done_at": seconds(progress.expected_done_at),
+    }
 
 
 #: the upstream's report fields a task object carries (``Job.upstream_report``)

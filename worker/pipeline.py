@@ -31,6 +31,7 @@ from worker.providers.base import Accepted, Completed, JobSpec, PollResult, Subm
 from worker.runtime import Runtime
 from worker.scheduling.learned import learned_policy, record_completion
 from worker.scheduling.polling import clamp_to_deadline, next_poll_delay
+from worker.webhooks import schedule_progress_webhook, send_progress_webhook
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
     with rt.session() as session, session.begin():
         claimed = jobs_repo.claim_submit(session=session, job_id=job_id, from_=from_, now=now, channel=channel,
                                          expected_attempts=job.submit_attempts, lease_until=lease_until)  # fmt: skip
+        first_claim = claimed and job.submit_attempts == 0
+        started = schedule_progress_webhook(session=session, job=job, event="started", at=now) if first_claim else None
+    send_progress_webhook(started, rt=rt)
     if not claimed:
         _after_lost_claim(job, channel, rt=rt)
         return
@@ -167,6 +171,8 @@ def _start_polling(job: Job, accepted: Accepted, *, attempt: int, rt: Runtime) -
         won = jobs_repo.start_running(session=session, job_id=job.id, attempt=attempt, now=now,
                                       upstream_task_id=accepted.upstream_id,
                                       next_poll_at=now + timedelta(seconds=delay))  # fmt: skip
+        running = schedule_progress_webhook(session=session, job=job, event="running", at=now) if won else None
+    send_progress_webhook(running, rt=rt)
     if won:
         rt.sender.poll(job.id, 0, route=route_of(job), countdown_s=delay)
 

@@ -29,6 +29,7 @@ from shared.db import batches_repo, jobs_repo
 from shared.db.tables import CostEntry, DisabledWebhookEndpoint, Job, JobBatch, JobImage, WebhookDelivery
 from shared.egress import EgressRefusedError
 from shared.files import ResultUrls
+from shared.progress import Progress, progress_of
 from shared.queue import MAX_COUNTDOWN_S
 from shared.views import JobView, job_view
 from shared.webhook_secrets import signing_secrets
@@ -174,6 +175,21 @@ def _outcome_of(result: AttemptResult) -> str:
     return "refused" if (result.error or "").startswith("refused") else "error"
 
 
+def schedule_progress_webhook(*, session: Session, job: Job, event: str, at: datetime) -> WebhookDelivery | None:
+    """In the transaction that made the step: the ``job.<event>`` (``started``, ``running``) webhook, if the job
+    has a callback URL and asked for it (``webhook_events``). Sent after the commit (``send_progress_webhook``)."""
+    if job.callback_url is None or event not in (job.webhook_events or ()):
+        return None
+    delivery = jobs_repo.add_webhook_attempt(session=session, job=job, event_type=f"job.{event}", attempt=1, at=at)
+    session.flush()
+    return delivery
+
+
+def send_progress_webhook(delivery: WebhookDelivery | None, *, rt: Runtime) -> None:
+    if delivery is not None and delivery.id is not None:
+        rt.sender.webhook(delivery.id)
+
+
 def send_at_once(url: str, *, rt: Runtime) -> bool:
     """Whether the task that ends a job sends its webhook's first attempt itself (``worker.fast_receivers``)."""
     return rt.fast_receivers.is_fast(url)
@@ -242,16 +258,25 @@ def _subject_of(session: Session, delivery: WebhookDelivery, *, rt: Runtime) -> 
         delivery,
         images=jobs_repo.list_images(session=session, job_id=job.id),
         cost=jobs_repo.get_cost(session=session, job_id=job.id),
+        progress=progress_of(session, job),
         rt=rt,
     )
     return _Subject(owner=job.owner, body=body, job=job)
 
 
 def _payload(
-    job: Job, delivery: WebhookDelivery, *, images: Sequence[JobImage], cost: CostEntry | None, rt: Runtime
+    job: Job,
+    delivery: WebhookDelivery,
+    *,
+    images: Sequence[JobImage],
+    cost: CostEntry | None,
+    progress: Progress,
+    rt: Runtime,
 ) -> str:
     sign = ResultUrls(rt.settings, rt.storage).signer()
-    view = job_view(job, images=images, cost=cost, sign=sign, results_kept_s=rt.settings.retention.results_s)
+    view = job_view(
+        job, images=images, cost=cost, sign=sign, results_kept_s=rt.settings.retention.results_s, progress=progress
+    )
     payload = WebhookPayload(type=delivery.event_type, timestamp=job.updated_at.isoformat(), data=view)
     return payload.model_dump_json()
 

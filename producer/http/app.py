@@ -17,6 +17,7 @@ from producer.http import (
     cancel_routes,
     delete_routes,
     edits_routes,
+    events_routes,
     files,
     history_routes,
     kling_routes,
@@ -33,6 +34,7 @@ from producer.http.ui import routes as ui
 from producer.http.waiter import JobWaiter
 from producer.keys import KeyDirectory, KeyRing, database_lookup
 from shared.catalog import catalog_for
+from shared.completion_latencies import ExpectedDurations
 from shared.config import Settings, get_settings
 from shared.db.engine import make_engine
 from shared.egress import EgressPolicy
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             waiter=waiter,
             egress=EgressPolicy.from_lists(hosts=settings.egress.allow_hosts, networks=settings.egress.allow_networks),
             writer=writer,
+            expected=ExpectedDurations.from_url(settings.redis_url),
         )
         limiter = RateLimiter(Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2))
         keys = KeyDirectory(
@@ -102,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_multipart_bytes=settings.limits.max_multipart_body_bytes,
     )
     app.add_middleware(RequestContext)  # added last: the outermost, so its id and access line cover everything
+    app.include_router(events_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(models_routes.router)
     app.include_router(edits_routes.router)

@@ -14,11 +14,13 @@ from producer.accept_writer import AcceptWriter
 from producer.http.waiter import JobWaiter
 from producer.keys import KeyRing
 from shared.catalog import Catalog
+from shared.completion_latencies import ExpectedDurations
 from shared.config import Settings
 from shared.db import jobs_repo
 from shared.egress import EgressPolicy
 from shared.files import ResultUrls
 from shared.inline_inputs import InlineInputs
+from shared.progress import progress_of
 from shared.queue import TaskSender
 from shared.storage import ObjectStorage
 from shared.views import JobView, job_view
@@ -37,6 +39,8 @@ class ApiContext:
     egress: EgressPolicy
     #: writes accepted jobs of concurrent requests in one commit and one publish
     writer: AcceptWriter
+    #: the learned completion times a running job's ``expected_done_at`` comes from (None: no estimates)
+    expected: ExpectedDurations | None = None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -55,7 +59,9 @@ class ApiContext:
             job = jobs_repo.get_job(session=session, job_id=job_id, owner=owner)
             images = jobs_repo.list_images(session=session, job_id=job_id)
             cost = jobs_repo.get_cost(session=session, job_id=job_id)
-        return job_view(job, images=images, cost=cost, sign=self.sign, results_kept_s=self.settings.retention.results_s)
+            progress = progress_of(session, job, expected_s=self.expected.seconds if self.expected else None)
+        return job_view(job, images=images, cost=cost, sign=self.sign, results_kept_s=self.settings.retention.results_s,
+                        progress=progress)  # fmt: skip
 
 
 def api_context(request: Request) -> ApiContext:

@@ -28,6 +28,7 @@ from shared.db.engine import reading
 from shared.db.tables import Job
 from shared.errors import ErrorCode, InvalidRequestError
 from shared.jobs import TERMINAL, ImageRequest, JobStatus
+from shared.progress import progress_of
 from shared.views import REPORTED_FIELDS, JobView, job_view
 
 router = APIRouter(tags=["OpenAI Images"])
@@ -157,8 +158,14 @@ def _load_ended(context: ApiContext, job_id: str, owner: str, wants_bytes: bool)
             return None
         images = jobs_repo.list_images(session=session, job_id=job_id)
         cost = jobs_repo.get_cost(session=session, job_id=job_id)
+        progress = progress_of(session, job)
     view = job_view(
-        job, images=images, cost=cost, sign=context.sign, results_kept_s=context.settings.retention.results_s
+        job,
+        images=images,
+        cost=cost,
+        sign=context.sign,
+        results_kept_s=context.settings.retention.results_s,
+        progress=progress,
     )
     blobs = tuple(context.storage.get(image.storage_key) for image in images) if wants_bytes else None
     return _Ended(view=view, blobs=blobs)

@@ -309,7 +309,7 @@ def add_webhook_attempt(
     assert job.callback_url is not None
     delivery = WebhookDelivery(
         job_id=job.id,
-        webhook_id=f"msg_{job.id}",
+        webhook_id=webhook_id_of(job.id, event_type),
         event_type=event_type,
         url=job.callback_url,
         attempt=attempt,
@@ -319,6 +319,14 @@ def add_webhook_attempt(
     )
     session.add(delivery)
     return delivery
+
+
+def webhook_id_of(job_id: str, event_type: str) -> str:
+    """The ``webhook-id`` of one of a job's events: the terminal one keeps ``msg_<job>``, a progress event
+    (``job.started``, ``job.running``) gets its own, so a receiver deduplicating on it sees every event once."""
+    if event_type in ("job.started", "job.running"):
+        return f"msg_{job_id}_{event_type.removeprefix('job.')}"
+    return f"msg_{job_id}"
 
 
 def claim_webhook(*, session: Session, delivery_id: int, now: datetime, stale_before: datetime) -> bool:

@@ -70,6 +70,8 @@ class Job(SQLModel, table=True):
     image_count: int = 1
     response_format: str = Field(default="url", max_length=16)
     callback_url: str | None = Field(default=None, max_length=2048)
+    #: the progress webhooks asked for besides the terminal one (``shared.jobs.WEBHOOK_EVENTS``); None: none
+    webhook_events: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     external_task_id: str | None = Field(default=None, max_length=128)
     price_per: str = Field(max_length=16)
     unit_price: Decimal = Field(sa_type=MONEY)

@@ -20,83 +20,31 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from redis import Redis, RedisError
 
+from shared.completion_latencies import (
+    KEY_PREFIX,
+    MAX_SAMPLES,
+    MIN_SAMPLES,
+    Completion,
+    latency_key,
+    quantile,
+)
 from worker.scheduling.polling import LatencyProfile
+
+__all__ = ["KEY_PREFIX", "MAX_SAMPLES", "MIN_SAMPLES", "Completion", "latency_key", "quantile"]
 
 log = logging.getLogger(__name__)
 
 #: the quantile the first poll goes to, and the one that ends the usual window
 EARLY_QUANTILE = 0.10
 WINDOW_QUANTILE = 0.95
-#: completions kept per upstream model (a sliding window: old behaviour ages out)
-MAX_SAMPLES = 200
-#: fewer completions than this say too little: the catalog's defaults apply
-MIN_SAMPLES = 20
 #: how long a worker process reuses a profile it read
 CACHE_TTL_S = 30.0
 #: an upstream model unused this long forgets its completions
 KEY_TTL_S = 7 * 24 * 3600
-KEY_PREFIX = "imagejobs:latency:"
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """An upstream task finished after ``after_s`` and by ``by_s`` seconds after the upstream accepted it."""
-
-    after_s: float
-    by_s: float
-
-    @classmethod
-    def between(cls, after_s: float, by_s: float) -> Completion:
-        by = max(by_s, 0.0)
-        return cls(after_s=min(max(after_s, 0.0), by), by_s=by)
-
-    def encode(self) -> str:
-        return f"{self.after_s:.3f},{self.by_s:.3f}"
-
-    @classmethod
-    def decode(cls, raw: bytes | str) -> Completion | None:
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        try:
-            after, by = (float(part) for part in text.split(","))
-        except ValueError:
-            return None
-        return cls.between(after, by)
-
-
-def latency_key(provider: str, upstream_model: str, operation: str) -> str:
-    """Completions are learned per provider, upstream model and operation (an expand is not a text-to-image)."""
-    return f"{provider}:{upstream_model}:{operation}"
-
-
-def quantile(completions: Sequence[Completion], q: float) -> float:
-    """The ``q`` quantile of the completion times, each completion spread evenly over its interval."""
-    if not completions:
-        raise ValueError("no completions")
-    target = min(max(q, 0.0), 1.0) * len(completions)
-    # the empirical distribution is piecewise linear: walk its breakpoints (x, slope change, jump) in order
-    events: list[tuple[float, float, float]] = []
-    for item in completions:
-        width = item.by_s - item.after_s
-        if width > 0:
-            events += [(item.after_s, 1.0 / width, 0.0), (item.by_s, -1.0 / width, 0.0)]
-        else:
-            events.append((item.by_s, 0.0, 1.0))
-    events.sort()
-    mass, slope, x_prev = 0.0, 0.0, events[0][0]
-    for x, slope_change, jump in events:
-        reached = mass + slope * (x - x_prev)
-        if reached >= target and slope > 0:
-            return x_prev + (target - mass) / slope
-        mass = reached + jump
-        if mass >= target:
-            return x
-        slope, x_prev = slope + slope_change, x
-    return x_prev
 
 
 def profile_of(completions: Sequence[Completion]) -> LatencyProfile | None:
