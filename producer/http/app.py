@@ -15,6 +15,7 @@ from producer.http import (
     batches_routes,
     callbacks_routes,
     cancel_routes,
+    costs_routes,
     delete_routes,
     edits_routes,
     files,
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(delete_routes.router)
     app.include_router(callbacks_routes.router)
     app.include_router(batches_routes.router)
+    app.include_router(costs_routes.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 from sqlmodel import Session
 
 from producer.http.auth import CurrentTenant, Owner
@@ -206,7 +207,42 @@ async def get_generation(task_id: str, owner: Owner, context: Context) -> JobVie
     return await run_in_threadpool(context.load_view, task_id, owner)
 
 
+class JobList(BaseModel):
+    """The caller's newest tasks first (``has_more``: there are older ones beyond ``limit``)."""
+
+    object: str = "list"
+    data: list[JobView]
+    has_more: bool
+
+
 @router.get("/v1/images/generations")
-async def query_generation(task_id: Annotated[str, Query(min_length=1)], owner: Owner, context: Context) -> JobView:
-    """The same task object, by ``?task_id=``."""
-    return await run_in_threadpool(context.load_view, task_id, owner)
+async def query_generation(
+    owner: Owner,
+    context: Context,
+    task_id: Annotated[str | None, Query(min_length=1)] = None,
+    status: JobStatus | None = None,
+    model: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> JobView | JobList:
+    """The same task object, by ``?task_id=``; without it, the caller's tasks (only its own), newest first,
+    filtered by ``status`` and ``model``."""
+    if task_id is not None:
+        return await run_in_threadpool(context.load_view, task_id, owner)
+    return await run_in_threadpool(_list_views, context, owner, status, model, limit)
+
+
+def _list_views(context: ApiContext, owner: str, status: JobStatus | None, model: str | None, limit: int) -> JobList:
+    with Session(reading(context.engine), expire_on_commit=False) as session:
+        jobs = jobs_repo.list_jobs(session=session, owner=owner, status=status, model=model, limit=limit + 1)
+        kept_s = context.settings.retention.results_s
+        views = [
+            job_view(
+                job,
+                images=jobs_repo.list_images(session=session, job_id=job.id),
+                cost=jobs_repo.get_cost(session=session, job_id=job.id),
+                sign=context.sign,
+                results_kept_s=kept_s,
+            )
+            for job in jobs[:limit]
+        ]
+    return JobList(data=views, has_more=len(jobs) > limit)

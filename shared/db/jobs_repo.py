@@ -390,3 +390,15 @@ def find_due_webhooks(
         .limit(limit)
     )
     return session.exec(statement).all()
+
+
+def list_jobs(
+    *, session: Session, owner: str, status: JobStatus | None = None, model: str | None = None, limit: int = 20
+) -> Sequence[Job]:
+    """``owner``'s newest jobs first, optionally only of one status and/or public model name."""
+    statement = select(Job).where(Job.owner == owner)
+    if status is not None:
+        statement = statement.where(Job.status == status)
+    if model is not None:
+        statement = statement.where(Job.model == model)
+    return session.exec(statement.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit)).all()
