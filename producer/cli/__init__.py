@@ -6,8 +6,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-import click
 import typer
+
+# typer 0.2x vendors click here (https://github.com/fastapi/typer/releases); its usage errors carry exit codes
+from typer._click import exceptions as click_exceptions
 
 from producer.cli import admin, people
 from producer.cli.failures import CliError, fail
@@ -28,12 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = app(args=list(argv) if argv is not None else None, prog_name="imagejobs", standalone_mode=False)
     except CliError as failure:
         return fail(failure)
-    except click.exceptions.UsageError as exc:
+    except click_exceptions.UsageError as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except click_exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
         print("imagejobs: aborted", file=sys.stderr)
         return 130
     return result if isinstance(result, int) else 0

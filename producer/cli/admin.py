@@ -59,7 +59,7 @@ def database_session(settings: Settings) -> Iterator[Session]:
         with Session(engine, expire_on_commit=False) as session:
             yield session
     except SQLAlchemyError as exc:
-        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise CliError(f"database at {_shown(settings.database_url)}: {reason}") from None
     finally:
         engine.dispose()
