@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click_exceptions.UsageError as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None
-    except click_exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
         print("imagejobs: aborted", file=sys.stderr)

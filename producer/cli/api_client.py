@@ -78,7 +78,8 @@ class ApiClient:
         except httpx.TimeoutException:
             raise CliError(f"the API at {self.base_url} did not answer in time") from None
         except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach the API at {self.base_url}: {exc}") from None
+            where = self.base_url if path.startswith("/") else path.split("?")[0]  # never a URL's signature
+            raise CliError(f"cannot reach the API at {where}: {exc}") from None
         if response.status_code >= 400:
             raise CliError(error_line(response))
         return response
