@@ -45,7 +45,7 @@ def admin_settings() -> Settings:
     try:
         return load_settings()
     except ConfigurationError as exc:  # one line naming the setting
-        raise CliError(str(exc), exit_code=2) from None
+        raise CliError(str(exc)) from None  # exit 1, as every process does on bad settings
 
 
 def _shown(database_url: str) -> str:
