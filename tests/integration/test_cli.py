@@ -69,6 +69,12 @@ def test_cli_submits_watches_saves_lists_costs_and_cancels(
     code, catalog, _ = run(capsys, api, "models", "--json")
     assert code == 0 and "kling-image" in {card["id"] for card in catalog["data"]}
 
+    # the same, for people: tables, not JSON
+    for args in (["models"], ["jobs"], ["show", task["id"]], ["cost", "--group-by", "day"]):
+        code, text, err = run(capsys, api, *args)
+        assert code == 0 and err == "", (args, err)
+        assert ("kling-image" if args[0] != "cost" else "1") in text
+
     # cancel: a job still running upstream
     emulator.configure({"kling": {"latency": fixed(30.0)}})
     code, slow, _ = run(capsys, api, "submit", *KLING, "--json")
