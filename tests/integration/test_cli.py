@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ def test_cli_submits_watches_saves_lists_costs_and_cancels(
     [line] = report["data"]
     assert (line["key"], line["jobs"]) == ("kling-image", 1)
     assert line["amount"] == shown["cost"]["amount"] or float(line["amount"]) == float(shown["cost"]["amount"])
-    code, by_day, _ = run(capsys, api, "cost", "--json", "--group-by", "day", "--since", "2000-01-01")
+    code, by_day, _ = run(
+        capsys, api, "cost", "--json", "--group-by", "day", "--since", f"{date.today() - timedelta(days=2)}"
+    )
     assert code == 0 and [line["jobs"] for line in by_day["data"]] == [1]
     code, none, _ = run(capsys, api, "cost", "--json", "--model", "gpt-image-1")
     assert code == 0 and none["data"] == []
