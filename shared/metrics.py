@@ -13,7 +13,9 @@ its default registry and it serves them on its own port.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from typing import Final, Protocol
@@ -23,6 +25,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 from redis import Redis, RedisError
+
+from shared.errors import ProviderError
 
 #: job-scale durations: a sync generation takes seconds, a video minutes, a stuck job up to an hour
 _JOB_BUCKETS: Final = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
@@ -116,6 +120,20 @@ def count_upstream(*, provider: str, channel: str | None, operation: str, outcom
     UPSTREAM_REQUESTS.labels(provider=provider, channel=channel or "default", operation=operation,
                              outcome=outcome).inc()  # fmt: skip
     UPSTREAM_SECONDS.labels(provider=provider, operation=operation).observe(seconds)
+
+
+@contextmanager
+def upstream_call(*, provider: str, channel: str | None, operation: str) -> Iterator[None]:
+    """Count one call to an upstream and how long it took; its outcome is ``ok`` or the error's code."""
+    started, outcome = time.monotonic(), "ok"
+    try:
+        yield
+    except ProviderError as exc:
+        outcome = exc.code
+        raise
+    finally:
+        count_upstream(provider=provider, channel=channel, operation=operation, outcome=outcome,
+                       seconds=time.monotonic() - started)  # fmt: skip
 
 
 def seconds_between(earlier: datetime, later: datetime) -> float:

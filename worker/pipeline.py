@@ -1,4 +1,4 @@
-"""The decisions of a job's life: submit and poll. Plain functions; tasks only call them.
+"""The decisions of a job's life: submit here, poll in ``worker.poll_step``. Plain functions; tasks only call them.
 
 Each step reads in one short transaction, calls the upstream with no transaction open, and writes in another short
 transaction through a named repository verb whose status change is a compare-and-set. Capacity (a channel, tokens,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
@@ -17,7 +17,7 @@ from shared import metrics
 from shared.db import jobs_repo
 from shared.db.engine import reading
 from shared.db.tables import Job
-from shared.errors import ErrorCode, ProviderError, RateLimitedError, StorageUnavailableError, TransientProviderError
+from shared.errors import ErrorCode, ProviderError, StorageUnavailableError
 from shared.inline_inputs import InlineInputs
 from shared.jobs import TERMINAL, JobStatus, JsonObject
 from shared.logs import bind
@@ -25,15 +25,18 @@ from shared.queue import route_of
 from shared.upstream_callbacks import callback_url
 from worker.capacity import Admitted, Fail, Refusing, RetryElsewhere, RetryHere, Waiting, retry_delay
 from worker.ending import fail_job
-from worker.finishing import PollAgain, finish_job
+from worker.finishing import finish_job
 from worker.inflight import Outcome
-from worker.providers.base import Accepted, Completed, JobSpec, PollResult, Submission, UpstreamState
+from worker.poll_step import poll_job
+from worker.providers.base import Accepted, Completed, JobSpec, Submission
 from worker.runtime import Runtime
-from worker.scheduling.learned import learned_policy, record_completion
+from worker.scheduling.learned import learned_policy
 from worker.scheduling.polling import clamp_to_deadline, next_poll_delay
 from worker.webhooks import schedule_progress_webhook, send_progress_webhook
 
 log = logging.getLogger(__name__)
+
+__all__ = ["poll_job", "submit_job"]
 
 
 def submit_job(job_id: str, *, rt: Runtime) -> None:
@@ -83,7 +86,7 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
         return
     bind(channel=channel)
     if job.submit_attempts == 0:  # the first claim ends the time queued (retries are part of submitting)
-        metrics.observe_phase("queued", job.provider, (now - _aware(job.created_at)).total_seconds())
+        metrics.observe_phase("queued", job.provider, metrics.seconds_between(job.created_at, now))
     _submit_claimed(job, _spec_of(job, job.submit_attempts + 1, params, rt=rt), channel=channel, rt=rt)
 
 
@@ -132,16 +135,8 @@ def _submit_claimed(job: Job, spec: JobSpec, *, channel: str, rt: Runtime) -> No
     claimed_at = time.monotonic()
 
     def submit() -> Submission:
-        started = time.monotonic()
-        outcome = "ok"
-        try:
+        with metrics.upstream_call(provider=job.provider, channel=channel, operation="submit"):
             return adapter.submit(spec)
-        except ProviderError as exc:
-            outcome = exc.code
-            raise
-        finally:
-            metrics.count_upstream(provider=job.provider, channel=channel, operation="submit", outcome=outcome,
-                                   seconds=time.monotonic() - started)  # fmt: skip
 
     def then(outcome: Outcome[Submission]) -> None:
         metrics.observe_phase("submitting", job.provider, time.monotonic() - claimed_at)
@@ -204,89 +199,3 @@ def _hand_back_for_retry(job: Job, *, attempt: int, error: ProviderError, channe
     if won:
         log.info("job %s submit retry in %.1fs after %s", job.id, delay, error.code)
         rt.sender.submit(job.id, route=route_of(job), countdown_s=delay)
-
-
-def poll_job(job_id: str, poll_count: int, *, rt: Runtime) -> None:
-    """One link of the poll chain: ask the upstream, then finish, fail, or schedule the next link."""
-    with rt.session() as session:
-        job = session.get(Job, job_id)
-    if job is None or job.status != JobStatus.RUNNING or job.poll_count != poll_count:
-        return  # a stale or duplicated link: the chain has moved on
-    bind(provider=job.provider, channel=job.channel)
-    now = rt.clock()
-    if job.deadline_at is not None and now >= job.deadline_at:
-        fail_job(job_id, from_=JobStatus.RUNNING, code=ErrorCode.UPSTREAM_TIMEOUT, message="deadline passed",
-                 to=JobStatus.TIMED_OUT, rt=rt, expected_poll_count=poll_count)  # fmt: skip
-        return
-    if not _poll_token(job, poll_count, rt=rt):
-        return
-    result, retry_after = _ask_upstream(job, poll_count, rt=rt)
-    polled = poll_count + 1
-    if result is not None and result.state == UpstreamState.SUCCEEDED:
-        match finish_job(job, from_=JobStatus.RUNNING, images=result.images, rt=rt, expected_poll_count=poll_count,
-                         poll_count=polled, served_model=result.served_model):  # fmt: skip
-            case PollAgain(after_s=after_s):
-                _schedule_next_poll(job, poll_count, minimum_s=after_s, rt=rt)
-            case ended if ended.won:
-                record_completion(job, seen_at=now, rt=rt)
-        return
-    if result is not None and result.state == UpstreamState.FAILED:
-        error = result.error or ProviderError("the upstream task failed", provider=job.provider)
-        fail_job(job_id, from_=JobStatus.RUNNING, code=error.code, message=error.message, rt=rt,
-                 expected_poll_count=poll_count, poll_count=polled)  # fmt: skip
-        return
-    _schedule_next_poll(job, poll_count, minimum_s=retry_after, rt=rt)
-
-
-def _ask_upstream(job: Job, poll_count: int, *, rt: Runtime) -> tuple[PollResult | None, float]:
-    """The upstream's answer (a permanent error becomes FAILED), or None and a minimum wait when unsure."""
-    assert job.upstream_task_id is not None  # set together with RUNNING
-    started = time.monotonic()
-
-    def count(outcome: str) -> None:
-        metrics.count_upstream(provider=job.provider, channel=job.channel, operation="poll", outcome=outcome,
-                               seconds=time.monotonic() - started)  # fmt: skip
-
-    try:
-        result = rt.pollable(job.provider, job.channel).poll(job.upstream_task_id)
-        count("ok")
-        return result, 0.0
-    except TransientProviderError as exc:
-        count(exc.code)
-        log.info("job %s poll %d transient: %s", job.id, poll_count + 1, exc.message)
-        wait = exc.retry_after_s if isinstance(exc, RateLimitedError) and exc.retry_after_s is not None else 0.0
-        return None, wait
-    except ProviderError as exc:
-        count(exc.code)
-        return PollResult(state=UpstreamState.FAILED, error=exc), 0.0
-
-
-def _poll_token(job: Job, poll_count: int, *, rt: Runtime) -> bool:
-    """A token of the job's channel for this poll. Without one, the same link comes back when a token is due (no
-    poll counted); with Redis unreachable, the sweeper restarts the link once it is overdue."""
-    match rt.capacity.admit_poll(job):
-        case Admitted():
-            return True
-        case Waiting(wait_s=float(delay)):
-            next_poll_at = rt.clock() + timedelta(seconds=delay)
-            with rt.session() as session, session.begin():
-                won = jobs_repo.rearm_poll(session=session, job_id=job.id, poll_count=poll_count,
-                                           next_poll_at=next_poll_at)  # fmt: skip
-            if won:
-                rt.sender.poll(job.id, poll_count, route=route_of(job), countdown_s=delay)
-    return False
-
-
-def _schedule_next_poll(job: Job, poll_count: int, *, minimum_s: float, rt: Runtime) -> None:
-    now = rt.clock()
-    delay = max(next_poll_delay(poll_count + 1, learned_policy(job, rt=rt)), min(minimum_s, 300.0))
-    delay = clamp_to_deadline(delay, now=now, deadline=job.deadline_at)
-    with rt.session() as session, session.begin():
-        won = jobs_repo.advance_poll(session=session, job_id=job.id, expected_poll_count=poll_count, now=now,
-                                     next_poll_at=now + timedelta(seconds=delay))  # fmt: skip
-    if won:
-        rt.sender.poll(job.id, poll_count + 1, route=route_of(job), countdown_s=delay)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)  # SQLite hands back naive UTC
