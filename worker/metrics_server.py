@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class ChannelHealth(Collector):
-    """``imagejobs_channel_resting_seconds`` and ``imagejobs_channel_slots_in_use`` per provider and channel."""
+    """``imagejobs_channel_resting_seconds``, ``imagejobs_channel_slots_in_use`` and ``imagejobs_channel_tokens``
+    (rate-limited channels only) per provider and channel."""
 
     def __init__(self, capacity: Callable[[], Capacity], settings: Settings) -> None:
         self._capacity = capacity
@@ -37,22 +38,31 @@ class ChannelHealth(Collector):
         slots = GaugeMetricFamily(
             "imagejobs_channel_slots_in_use", "Concurrency slots held on a channel", labels=["provider", "channel"]
         )
+        tokens = GaugeMetricFamily(
+            "imagejobs_channel_tokens",
+            "Request tokens in a rate-limited channel's bucket",
+            labels=["provider", "channel"],
+        )
         capacity = self._capacity()
         try:
             for provider, section in self._settings.provider_sections().items():
                 if section.mode == "disabled":
                     continue
-                names = [channel.name for channel in channels_of(self._settings, provider)]
-                rests = capacity.health.resting(provider, names)
-                for name in names:
-                    rest = rests.get(name)
+                channels = channels_of(self._settings, provider)
+                rests = capacity.health.resting(provider, [channel.name for channel in channels])
+                for channel in channels:
+                    name, rest = channel.name, rests.get(channel.name)
                     resting.add_metric([provider, name], rest.remaining_s if rest is not None else 0.0)
                     if isinstance(capacity.limits, UpstreamLimits):
                         slots.add_metric([provider, name], sum(capacity.limits.holders(provider, name).values()))
+                        left = capacity.limits.tokens(provider, name, limits=channel.limits)
+                        if left is not None:
+                            tokens.add_metric([provider, name], left)
         except RedisError:  # a scrape during a Redis outage shows no channel series
             return
         yield resting
         yield slots
+        yield tokens
 
 
 def serve_metrics(port: int, *, capacity: Callable[[], Capacity], settings: Settings) -> None:

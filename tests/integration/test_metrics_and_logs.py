@@ -51,6 +51,7 @@ def test_jobs_show_up_in_metrics_and_worker_logs_carry_the_request_id(
         IMAGEJOBS_METRICS__TOKEN=METRICS_TOKEN,
         IMAGEJOBS_METRICS__WORKER_PORT=str(worker_port),
         IMAGEJOBS_LOG_FORMAT="json",
+        IMAGEJOBS_KLING__REQUESTS_PER_SECOND="50",  # a rate-limited channel: its bucket shows as a gauge
     )
     worker = group.worker(concurrency=4)
     api = group.api()
@@ -99,6 +100,7 @@ def test_jobs_show_up_in_metrics_and_worker_logs_carry_the_request_id(
     assert value(found, "imagejobs_job_polls_count", provider="openai") == 3
     assert value(found, "imagejobs_cost_total", model="gpt-image-1", currency="USD") > 0
     assert any(name == "imagejobs_channel_resting_seconds" for name, _ in found)
+    assert value(found, "imagejobs_channel_tokens", provider="kling", channel="default") == 1.0  # unused: full
 
     def logged() -> list[dict[str, Any]]:
         lines = []

@@ -62,6 +62,20 @@ def test_bucket_of_one_spaces_requests_by_one_over_the_rate(limiter: UpstreamLim
     assert isinstance(_take(limiter, limits), Granted)
 
 
+def test_tokens_read_what_the_bucket_holds_and_refill_at_the_rate(limiter: UpstreamLimits) -> None:
+    limits = ChannelLimits(requests_per_second=10, burst=3)
+
+    assert limiter.tokens("kling", "default", limits=ChannelLimits()) is None  # no rate: no bucket
+    assert limiter.tokens("kling", "default", limits=limits) == 3.0  # never used: full
+    for _ in range(3):
+        assert isinstance(_take(limiter, limits), Granted)
+    left = limiter.tokens("kling", "default", limits=limits)
+    assert left is not None and 0.0 <= left < 1.0
+    time.sleep(0.2)  # two tokens' worth at 10 per second
+    refilled = limiter.tokens("kling", "default", limits=limits)
+    assert refilled is not None and 1.5 <= refilled <= 3.0
+
+
 def test_burst_lets_that_many_go_back_to_back(limiter: UpstreamLimits) -> None:
     limits = ChannelLimits(requests_per_second=1, burst=3)
 

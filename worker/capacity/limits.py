@@ -185,6 +185,23 @@ class UpstreamLimits:
         raw: Mapping[bytes, bytes] = self._redis.hgetall(held)  # type: ignore[assignment]
         return {key.decode(): int(value) for key, value in raw.items()}
 
+    def tokens(self, provider: str, channel: str, *, limits: ChannelLimits) -> float | None:
+        """The tokens in the channel's bucket now, refilled as the acquire script refills them (Redis time);
+        None for a channel without a rate limit. Below zero: a debt a costly request left."""
+        rate = limits.requests_per_second
+        if rate is None:
+            return None
+        burst = max(limits.burst, 1.0)
+        bucket, _, _ = self._keys(provider, channel)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(bucket, "tokens", "ts")
+        pipe.time()
+        (stored, stamped), (seconds, micros) = pipe.execute()
+        if stored is None or stamped is None:
+            return burst  # unused lately: the bucket expired full
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        return min(burst, float(stored) + max(0, now_ms - int(stamped)) * rate / 1000)
+
     def _keys(self, provider: str, channel: str) -> list[str]:
         # one hash tag per channel: the script's keys stay on one node of a Redis Cluster
         base = f"{self._prefix}:{{{provider}:{channel}}}"
