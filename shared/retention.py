@@ -31,23 +31,22 @@ class Purged:
 def purge_expired(*, engine: Engine, storage: ObjectStorage, retention: RetentionSettings, now: datetime) -> Purged:
     """One run: at most ``batch_size`` jobs of each kind (a backlog is worked off by the following runs)."""
     limit = retention.batch_size
-    results = inputs = jobs = 0
-    if retention.results_s is not None:
-        cutoff = now - timedelta(seconds=retention.results_s)
+    deleted = {"results": 0, "inputs": 0}
+    kinds = (
+        ("results", retention.results_s, retention_repo.results_due, result_prefix,
+         retention_repo.mark_results_deleted),
+        ("inputs", retention.inputs_s, retention_repo.inputs_due, input_prefix, retention_repo.mark_inputs_deleted),
+    )  # fmt: skip
+    for kind, kept_s, find_due, prefix_of, mark_deleted in kinds:
+        if kept_s is None:
+            continue
         with Session(engine) as session:
-            due = retention_repo.results_due(session=session, finished_before=cutoff, limit=limit)
-        for job_id in due:
-            storage.delete_prefix(result_prefix(job_id))
+            due = find_due(session=session, finished_before=now - timedelta(seconds=kept_s), limit=limit)
+        for job_id in due:  # the objects first: a run cut off here finds the job again next time
+            storage.delete_prefix(prefix_of(job_id))
             with Session(engine) as session, session.begin():
-                results += retention_repo.mark_results_deleted(session=session, job_id=job_id, now=now)
-    if retention.inputs_s is not None:
-        cutoff = now - timedelta(seconds=retention.inputs_s)
-        with Session(engine) as session:
-            due = retention_repo.inputs_due(session=session, finished_before=cutoff, limit=limit)
-        for job_id in due:
-            storage.delete_prefix(input_prefix(job_id))
-            with Session(engine) as session, session.begin():
-                inputs += retention_repo.mark_inputs_deleted(session=session, job_id=job_id, now=now)
+                deleted[kind] += mark_deleted(session=session, job_id=job_id, now=now)
+    results, inputs, jobs = deleted["results"], deleted["inputs"], 0
     if retention.jobs_s is not None:
         cutoff = now - timedelta(seconds=retention.jobs_s)
         with Session(engine) as session:
