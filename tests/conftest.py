@@ -32,10 +32,43 @@ from tests.support import (
     wait_until,
 )
 
+#: the chaos suite's tally is printed by the process that owns the terminal (the xdist controller too)
+pytest_plugins = ["tests.chaos.summary"]
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_ADMIN_URL = os.environ.get("IMAGEJOBS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 #: the machine's RabbitMQ (guest may only log in from loopback); tests use a vhost of their own, never "/"
 RABBITMQ_URL = os.environ.get("IMAGEJOBS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``) the chaos tests run one after another on one worker: each kills
+    and restarts processes and waits out shortened leases and sweeper intervals, so they stay apart from each
+    other (the other workers go on with the rest). https://pytest-xdist.readthedocs.io/en/stable/distribution.html
+    """
+    for item in items:
+        if item.get_closest_marker("chaos") is not None:
+            item.add_marker(pytest.mark.xdist_group("chaos"))
+
+
+#: tests whose xdist group this worker's collection lost (see ``pytest_collection_finish``)
+_LOST_GROUPS: set[str] = set()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In an xdist worker under ``--dist loadgroup``, xdist has suffixed each grouped test's id with ``@group`` by
+    now (that suffix is all its scheduler goes by); where it has not, the groups would be spread silently, so those
+    tests fail instead (``pytest_runtest_setup``)."""
+    if session.config.getoption("loadgroup", default=False):
+        _LOST_GROUPS.update(
+            item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+        )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.nodeid in _LOST_GROUPS:
+        pytest.fail("--dist loadgroup lost this test's xdist_group (pytest-xdist does not support this pytest)")
 
 
 def make_settings(**overrides: object) -> Settings:

@@ -18,7 +18,8 @@ from playwright.sync_api import Browser, Dialog, Page, expect
 from tests.integration.harness import Emulator, ProcessesFactory
 from tests.support import API_KEY, OTHER_API_KEY, free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+# one xdist worker runs the module: its Chromium (a module fixture) and the stack start once
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.xdist_group("browser")]
 
 HOSTILE_PROMPT = "<img src=x onerror=alert(1)>"
 FAST_MODEL = "gpt-image-1"

@@ -1,6 +1,6 @@
 """Chaos fixtures: a private redis-server per test that may be killed and restarted, the Celery broker (that
-Redis, or a RabbitMQ vhost of the test's own), our processes against them, an in-process producer, and the
-suite's summary line.
+Redis, or a RabbitMQ vhost of the test's own), our processes against them and an in-process producer (the
+suite's summary line: ``tests.chaos.summary``).
 
 Everything the chaos tests break is theirs: each test starts its own ``redis-server`` (AOF everysec, files in
 the test's temp dir, a spare port) and its own worker/beat/API subprocesses, and kills only those, by their
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from producer.keys import owner_id
 from shared.egress import EgressPolicy
 from shared.jobs import ImageRequest
 from shared.queue import QueueName, TaskSender, all_queue_names, make_celery
+from tests.chaos.summary import record_outcome
 from tests.conftest import make_settings
 from tests.integration.harness import (
     Emulator,
@@ -47,63 +47,10 @@ from tests.integration.harness import (
 )
 from tests.support import API_KEY, free_port, queued_count, wait_until
 
-__all__ = ["emulator", "files_dir", "rows_for", "webhook_receiver"]
+__all__ = ["emulator", "files_dir", "record_outcome", "rows_for", "webhook_receiver"]
 
 #: local webhook receivers live on loopback (the processes allow it too: ``base_env``)
 LOOPBACK = EgressPolicy.from_lists(hosts=[], networks=["127.0.0.0/8"])
-
-# ---------------------------------------------------------------------------------------------------
-# The suite's tally, printed by ``pytest_terminal_summary`` (visible in ``make test``)
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChaosOutcome:
-    name: str
-    submitted: int
-    terminal: int
-    lost: int
-    duplicate_charges: int
-    duplicate_webhook_events: int
-
-
-_OUTCOMES: list[ChaosOutcome] = []
-_OUTCOMES_LOCK = threading.Lock()
-
-
-def record_outcome(
-    name: str, *, submitted: int, terminal: int, lost: int, duplicate_charges: int, duplicate_webhook_events: int
-) -> ChaosOutcome:
-    """Adds one test's numbers to the suite's summary and prints its own line (before the test asserts)."""
-    outcome = ChaosOutcome(name, submitted, terminal, lost, duplicate_charges, duplicate_webhook_events)
-    with _OUTCOMES_LOCK:
-        _OUTCOMES.append(outcome)
-    print(
-        f"chaos {name}: submitted={submitted} terminal={terminal} lost={lost} "
-        f"duplicate_charges={duplicate_charges} duplicate_webhook_events={duplicate_webhook_events}"
-    )
-    return outcome
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    with _OUTCOMES_LOCK:
-        outcomes = list(_OUTCOMES)
-    if not outcomes:
-        return
-    terminalreporter.section("chaos suite")
-    for outcome in outcomes:
-        terminalreporter.write_line(
-            f"{outcome.name}: submitted={outcome.submitted} terminal={outcome.terminal} lost={outcome.lost} "
-            f"duplicate charges={outcome.duplicate_charges} "
-            f"duplicate webhook events={outcome.duplicate_webhook_events}"
-        )
-    terminalreporter.write_line(
-        f"chaos suite: jobs submitted={sum(o.submitted for o in outcomes)} "
-        f"terminal={sum(o.terminal for o in outcomes)} lost={sum(o.lost for o in outcomes)} "
-        f"duplicate charges={sum(o.duplicate_charges for o in outcomes)} "
-        f"duplicate webhook events={sum(o.duplicate_webhook_events for o in outcomes)}"
-    )
-
 
 # ---------------------------------------------------------------------------------------------------
 # A private redis-server that a test may shut down, kill and start again (same port, same files)

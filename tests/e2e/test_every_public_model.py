@@ -35,7 +35,8 @@ from tests.support import (
     wait_until,
 )
 
-pytestmark = pytest.mark.e2e
+# one xdist worker runs the module: the stack and the jobs of every model (a module fixture) run once
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("every-public-model")]
 
 CATALOG = load_catalog()
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}

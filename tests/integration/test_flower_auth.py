@@ -15,7 +15,8 @@ import pytest
 from tests.conftest import make_settings
 from tests.support import Process, base_env, free_port, python_command, wait_until
 
-pytestmark = pytest.mark.integration
+# one xdist worker runs the module: its Flower (a module fixture) starts once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("flower")]
 
 USER = "ops"
 PASSWORD = "flower-test-password-7c1d"
