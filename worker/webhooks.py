@@ -149,28 +149,10 @@ def deliver_first_attempt(
             secrets = _secrets_unless_disabled(session, delivery, subject, now=rt.clock(), rt=rt)
         if secrets is None:
             _skip(delivery, rt=rt)
-        elif _claim_still_ours(delivery, rt=rt):
+        else:
             _attempt(delivery, subject, secrets, rt=rt)
     except Exception:  # the attempt stays claimed; the sweeper re-sends it once that claim is stale
         log.warning("webhook %s: inline delivery failed; left to the sweeper", delivery.id, exc_info=True)
-
-
-def _claim_still_ours(delivery: WebhookDelivery, *, rt: Runtime) -> bool:
-    """Whether the claim the terminal transaction made is still safe to send under.
-
-    The sweeper re-sends an attempt claimed more than ``webhook_stale_s`` ago (its sender may have died). A sender
-    that reaches the POST late (a busy worker) renews the claim first (a compare-and-set on the claim's time), so
-    the sweeper and it never both send; if the sweeper got there first, the attempt is its to send."""
-    now = rt.clock()
-    claimed_at = delivery.started_at
-    assert delivery.id is not None and claimed_at is not None  # created claimed
-    if now - claimed_at < timedelta(seconds=rt.settings.sweeper.webhook_stale_s / 2):
-        return True
-    with rt.session() as session, session.begin():
-        renewed = jobs_repo.renew_webhook_claim(
-            session=session, delivery_id=delivery.id, claimed_at=claimed_at, now=now
-        )
-    return renewed
 
 
 def _secrets_unless_disabled(

@@ -351,20 +351,6 @@ def webhook_id_of(job_id: str, event_type: str) -> str:
     return f"msg_{job_id}"
 
 
-def renew_webhook_claim(*, session: Session, delivery_id: int, claimed_at: datetime, now: datetime) -> bool:
-    """Move the claim of an attempt being sent from ``claimed_at`` to ``now``, unless someone re-claimed it."""
-    statement = (
-        update(WebhookDelivery)
-        .where(
-            col(WebhookDelivery.id) == delivery_id,
-            col(WebhookDelivery.state) == "sending",
-            col(WebhookDelivery.started_at) == claimed_at,
-        )
-        .values(started_at=now)
-    )
-    return session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
-
-
 def claim_webhook(*, session: Session, delivery_id: int, now: datetime, stale_before: datetime) -> bool:
     """Take a scheduled attempt (or one whose sender vanished) for sending; True if we got it."""
     statement = (

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from shared.db import jobs_repo
 from shared.jobs import JobStatus
 from tests.fakes import accepted, completed, pending, succeeded
 from tests.unit.conftest import OPENAI_REQUEST, Harness
@@ -129,46 +128,3 @@ def test_an_inline_attempt_is_created_claimed_and_the_sweeper_sends_it_if_the_se
     harness.advance(harness.rt.settings.sweeper.webhook_stale_s + 1)
     sweep(rt=harness.rt)
     assert harness.sender.webhooks == [(delivery.id, 0)]
-
-
-def _late_inline_sender(harness: Harness, monkeypatch: pytest.MonkeyPatch, *, sweeper_first: bool) -> str:
-    """A fast receiver's job whose ending worker reaches the inline POST 40 s after the terminal commit (claimed
-    then); with ``sweeper_first``, the sweeper's webhook task re-claimed the attempt meanwhile."""
-    harness.rt.fast_receivers.note(CALLBACK, delivered=True, latency_ms=5)
-    release = harness.rt.capacity.release
-
-    def busy_release(*args: Any, **kwargs: Any) -> None:  # runs between the terminal commit and the inline POST
-        harness.advance(40)
-        if sweeper_first:
-            with harness.session() as session, session.begin():
-                [delivery] = harness.deliveries(job_id)
-                assert delivery.id is not None
-                now = harness.clock.now
-                assert jobs_repo.claim_webhook(session=session, delivery_id=delivery.id, now=now, stale_before=now)
-        release(*args, **kwargs)
-
-    monkeypatch.setattr(harness.rt.capacity, "release", busy_release)
-    job_id = harness.enqueue(OPENAI_REQUEST, callback_url=CALLBACK)
-    harness.openai.submissions.append(completed())
-    submit_job(job_id, rt=harness.rt)
-    return job_id
-
-
-def test_a_late_inline_sender_renews_its_claim_and_sends_the_attempt(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job_id = _late_inline_sender(harness, monkeypatch, sweeper_first=False)
-
-    assert len(harness.webhook_requests) == 1
-    [delivery] = harness.deliveries(job_id)
-    assert delivery.state == "delivered"
-
-
-def test_a_late_inline_sender_leaves_an_attempt_the_sweeper_took_to_the_sweeper(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job_id = _late_inline_sender(harness, monkeypatch, sweeper_first=True)
-
-    assert harness.webhook_requests == []  # sent once, by the task the sweeper sent (not run here)
-    [delivery] = harness.deliveries(job_id)
-    assert delivery.state == "sending"
