@@ -11,8 +11,11 @@ import logging
 import time
 from datetime import datetime, timedelta
 
+from sqlmodel import Session
+
 from shared import metrics
 from shared.db import jobs_repo
+from shared.db.engine import reading
 from shared.db.tables import Job
 from shared.errors import ErrorCode, ProviderError, StorageUnavailableError
 from shared.inline_inputs import InlineInputs
@@ -43,7 +46,7 @@ def submit_job(job_id: str, *, rt: Runtime) -> None:
     to wait goes back to its queue unclaimed, so waiting for capacity is never a submit attempt.
     """
     now = rt.clock()
-    with rt.reading() as session:  # the claim below is the compare-and-set
+    with Session(reading(rt.engine), expire_on_commit=False) as session:  # the claim below is the compare-and-set
         job = session.get(Job, job_id)
     if job is not None:
         bind(provider=job.provider)
@@ -108,7 +111,7 @@ def _defer_submit(job: Job, delay: float, *, why: str, rt: Runtime) -> None:
 
 def _after_lost_claim(job: Job, channel: str, *, rt: Runtime) -> None:
     """Another worker moved the job on: the slots taken stay only if the job still uses this channel."""
-    with rt.reading() as session:
+    with rt.session() as session:
         current = session.get(Job, job.id)
     if current is None or current.status in TERMINAL or current.channel != channel:
         rt.capacity.release(job, channel)

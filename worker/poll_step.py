@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def poll_job(job_id: str, poll_count: int, *, rt: Runtime) -> None:
     """One link of the poll chain: ask the upstream, then finish, fail, or schedule the next link."""
-    with rt.reading() as session:
+    with rt.session() as session:
         job = session.get(Job, job_id)
     if job is None or job.status != JobStatus.RUNNING or job.poll_count > poll_count:
         return  # a stale or duplicated link: the chain has moved on

@@ -13,7 +13,6 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from shared.config import DEFAULT_CHANNEL, Settings
-from shared.db.engine import reading
 from shared.db.tables import utcnow
 from shared.errors import ConfigurationError
 from shared.poll_chains import InMemoryPollChains, PollChains
@@ -67,12 +66,6 @@ class Runtime:
     @contextmanager
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as session:
-            yield session
-
-    @contextmanager
-    def reading(self) -> Iterator[Session]:
-        """A session that only reads: on SQLite it takes no write lock (``shared.db.engine.reading``)."""
-        with Session(reading(self.engine), expire_on_commit=False) as session:
             yield session
 
     def adapter(self, provider: str, channel: str | None) -> ImageProvider:

@@ -120,9 +120,7 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime, claimed: bool = False) -> 
         assert delivery is not None  # claimed: by us just now, or by its creator
         subject = _subject_of(session, delivery, rt=rt)
         secrets = _secrets_unless_disabled(session, delivery, subject, now=now, rt=rt)
-    if secrets is None:
-        _skip(delivery, rt=rt)
-    else:
+    if secrets is not None:
         _attempt(delivery, subject, secrets, rt=rt)
 
 
@@ -143,13 +141,11 @@ def deliver_first_attempt(
         rt.sender.webhook(delivery.id)
         return
     try:
-        with rt.reading() as session:
+        with rt.session() as session:
             body = _payload(job, delivery, images=images, cost=cost, progress=progress_of(session, job), rt=rt)
             subject = _Subject(owner=job.owner, body=body, job=job)
             secrets = _secrets_unless_disabled(session, delivery, subject, now=rt.clock(), rt=rt)
-        if secrets is None:
-            _skip(delivery, rt=rt)
-        else:
+        if secrets is not None:
             _attempt(delivery, subject, secrets, rt=rt)
     except Exception:  # the attempt stays claimed; the sweeper re-sends it once that claim is stale
         log.warning("webhook %s: inline delivery failed; left to the sweeper", delivery.id, exc_info=True)
@@ -158,17 +154,13 @@ def deliver_first_attempt(
 def _secrets_unless_disabled(
     session: Session, delivery: WebhookDelivery, subject: _Subject, *, now: datetime, rt: Runtime
 ) -> list[str] | None:
-    """The tenant's signing secrets, or None when the URL answered 410 once (``_skip`` the attempt then, after
-    ``session`` has closed)."""
+    """The tenant's signing secrets, or None after marking the attempt skipped (its URL answered 410 once)."""
     if is_disabled(session=session, owner=subject.owner, url=delivery.url):
+        row = session.merge(delivery)
+        _finish(session, row, AttemptResult(None, "endpoint disabled (410 Gone)", 0), now, state="skipped")
+        session.commit()
         return None
     return signing_secrets(session=session, owner=subject.owner, settings=rt.settings, now=now)
-
-
-def _skip(delivery: WebhookDelivery, *, rt: Runtime) -> None:
-    with rt.session() as session, session.begin():
-        row = session.merge(delivery)
-        _finish(session, row, AttemptResult(None, "endpoint disabled (410 Gone)", 0), rt.clock(), state="skipped")
 
 
 def _attempt(delivery: WebhookDelivery, subject: _Subject, secrets: Sequence[str], *, rt: Runtime) -> None:
