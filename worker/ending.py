@@ -26,6 +26,7 @@ def succeed_job(
     from_: JobStatus,
     stored: Sequence[JobImage],
     rt: Runtime,
+    expected_poll_count: int | None = None,
     poll_count: int | None = None,
     served_model: str | None = None,
     upstream_report: dict[str, Any] | None = None,
@@ -41,6 +42,7 @@ def succeed_job(
             to=JobStatus.SUCCEEDED,
             now=now,
             detail=f"{len(stored)} image(s)",
+            expected_poll_count=expected_poll_count,
             poll_count=poll_count,
             served_model=served_model,
             upstream_report=upstream_report,
@@ -65,6 +67,7 @@ def fail_job(
     message: str,
     rt: Runtime,
     to: JobStatus = JobStatus.FAILED,
+    expected_poll_count: int | None = None,
     poll_count: int | None = None,
 ) -> bool:
     """``from_ → failed | timed_out`` with a normalised error code; no cost is recorded."""
@@ -77,6 +80,7 @@ def fail_job(
             to=to,
             now=now,
             detail=code,
+            expected_poll_count=expected_poll_count,
             poll_count=poll_count,
             error_code=code,
             error_message=message,

@@ -57,6 +57,7 @@ def finish_job(
     rt: Runtime,
     partials: Sequence[ResultImage] = (),
     report: dict[str, Any] | None = None,
+    expected_poll_count: int | None = None,
     poll_count: int | None = None,
     served_model: str | None = None,
     channel: str | None = None,
@@ -79,9 +80,9 @@ def finish_job(
             log.info("job %s result download failed, polling again: %s", job.id, exc.message)
             return PollAgain(0.0)
         return Ended(fail_job(job.id, from_=from_, code=exc.code, message=exc.message, rt=rt,
-                              poll_count=poll_count))  # fmt: skip
-    return Ended(succeed_job(job.id, from_=from_, stored=stored, rt=rt, poll_count=poll_count,
-                             served_model=served_model, upstream_report=report))  # fmt: skip
+                              expected_poll_count=expected_poll_count, poll_count=poll_count))  # fmt: skip
+    return Ended(succeed_job(job.id, from_=from_, stored=stored, rt=rt, expected_poll_count=expected_poll_count,
+                             poll_count=poll_count, served_model=served_model, upstream_report=report))  # fmt: skip
 
 
 def _store(job_id: str, provider: str, images: Sequence[ResultImage], *, rt: Runtime) -> list[JobImage]:

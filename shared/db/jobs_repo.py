@@ -151,6 +151,7 @@ def end_job(
     to: JobStatus,
     now: datetime,
     detail: str | None = None,
+    expected_poll_count: int | None = None,
     poll_count: int | None = None,
     error_code: str | None = None,
     error_message: str | None = None,
@@ -162,8 +163,8 @@ def end_job(
     schedules the ``job.<to>`` webhook (if the job has a callback URL). Returns (won, that webhook row); the winner
     finds the ended row in the session (``session.get`` without a query).
 
-    ``poll_count``: the polls the job ends with (a pending poll does not write its count, ``shared.poll_chains``).
-    ``served_model``: the upstream model that actually served; ``upstream_report``: what it
+    ``expected_poll_count``: only the poll that holds this link of the chain may end the job (``poll_count``: the
+    count it ends with). ``served_model``: the upstream model that actually served; ``upstream_report``: what it
     said about the result (size, quality, usage …). ``send_webhook_now(url)``: the
     caller sends the first attempt itself right after the commit, so the row is created already claimed
     (``sending``; the sweeper re-sends it if the caller dies). Used by the worker (succeeded,
@@ -181,7 +182,10 @@ def end_job(
         values["upstream_model"] = served_model
     if upstream_report:
         values["upstream_report"] = upstream_report
-    job = _compare_and_set_returning(session, job_id, from_=from_, to=to, now=now, detail=detail, values=values)
+    where = [col(Job.poll_count) == expected_poll_count] if expected_poll_count is not None else []
+    job = _compare_and_set_returning(
+        session, job_id, from_=from_, to=to, now=now, detail=detail, where=where, values=values
+    )
     if job is None:
         return False, None
     claimed = job.callback_url is not None and send_webhook_now is not None and send_webhook_now(job.callback_url)
