@@ -21,7 +21,6 @@ from shared.db.engine import make_engine
 from shared.egress import EgressPolicy, guarded_client
 from shared.errors import ConfigurationError, ErrorCode
 from shared.logs import begin_task, configure_logging, end_task
-from shared.poll_chains import RedisPollChains
 from shared.provider_modes import log_provider_report
 from shared.queue import JOB_DONE_CHANNEL, TaskName, TaskSender, make_celery
 from shared.storage import open_storage
@@ -107,7 +106,6 @@ def build_runtime() -> Runtime:
         providers=providers,
         channels=channels,
         capacity=Capacity.redis(redis, settings),
-        poll_chains=RedisPollChains(redis),
         latency=LatencyBook(RedisCompletions(_redis(settings.redis_url, threads=threads, timeout_s=1.0))),
         storage=open_storage(settings),
         sender=TaskSender(app),

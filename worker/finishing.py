@@ -63,7 +63,7 @@ def finish_job(
     channel: str | None = None,
 ) -> Finish:
     """``channel``: the one a synchronous job was claimed on (its slots are freed when it goes back to its queue)."""
-    polling = from_ == JobStatus.RUNNING  # a poll found the result: the upstream keeps it for the next poll
+    polling = from_ == JobStatus.RUNNING and expected_poll_count is not None
     try:
         stored = _store(job.id, job.provider, images, rt=rt)
         if partials:  # kept for a streamed answer; their keys travel in the upstream report

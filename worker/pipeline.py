@@ -169,7 +169,6 @@ def _start_polling(job: Job, accepted: Accepted, *, attempt: int, rt: Runtime) -
         running = schedule_progress_webhook(session=session, job=job, event="running", at=now) if won else None
     send_progress_webhook(running, rt=rt)
     if won:
-        rt.poll_chains.start(job.id)
         rt.sender.poll(job.id, 0, route=route_of(job), countdown_s=delay)
 
 

@@ -1,13 +1,12 @@
 """The poll step of a job's life: one link of the poll chain asks the upstream, then finishes, fails, or schedules
-the next link (a countdown message). Stale and duplicated links end here without effect: each link claims its
-number in ``rt.poll_chains`` before it polls (``shared.poll_chains``), so a pending poll commits nothing unless
-the row's promise to the sweeper would go stale; the terminal compare-and-set is on the job's status.
+the next link (a countdown message). Stale and duplicated links end here without effect: the row's ``poll_count``
+is the compare-and-set every link carries.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from shared import metrics
 from shared.db import jobs_repo
@@ -15,7 +14,6 @@ from shared.db.tables import Job
 from shared.errors import ErrorCode, ProviderError, RateLimitedError, TransientProviderError
 from shared.jobs import JobStatus
 from shared.logs import bind
-from shared.poll_chains import needs_heartbeat
 from shared.queue import route_of
 from worker.capacity import Admitted, Waiting
 from worker.ending import fail_job
@@ -32,36 +30,32 @@ def poll_job(job_id: str, poll_count: int, *, rt: Runtime) -> None:
     """One link of the poll chain: ask the upstream, then finish, fail, or schedule the next link."""
     with rt.session() as session:
         job = session.get(Job, job_id)
-    if job is None or job.status != JobStatus.RUNNING or job.poll_count > poll_count:
+    if job is None or job.status != JobStatus.RUNNING or job.poll_count != poll_count:
         return  # a stale or duplicated link: the chain has moved on
     bind(provider=job.provider, channel=job.channel)
     now = rt.clock()
     if job.deadline_at is not None and now >= job.deadline_at:
         fail_job(job_id, from_=JobStatus.RUNNING, code=ErrorCode.UPSTREAM_TIMEOUT, message="deadline passed",
-                 to=JobStatus.TIMED_OUT, rt=rt)  # fmt: skip
+                 to=JobStatus.TIMED_OUT, rt=rt, expected_poll_count=poll_count)  # fmt: skip
         return
     if not _poll_token(job, poll_count, rt=rt):
         return
-    claim = rt.poll_chains.claim(job_id, poll_count, at=now.timestamp())
-    if not claim:
-        return  # stale or duplicated, or the chain cannot be asked (None): the sweeper restarts it once overdue
     result, retry_after = _ask_upstream(job, poll_count, rt=rt)
     polled = poll_count + 1
     if result is not None and result.state == UpstreamState.SUCCEEDED:
-        match finish_job(job, from_=JobStatus.RUNNING, images=result.images, rt=rt, poll_count=polled,
-                         served_model=result.served_model):  # fmt: skip
+        match finish_job(job, from_=JobStatus.RUNNING, images=result.images, rt=rt, expected_poll_count=poll_count,
+                         poll_count=polled, served_model=result.served_model):  # fmt: skip
             case PollAgain(after_s=after_s):
-                _schedule_next_poll(job, polled, minimum_s=after_s, rt=rt)
+                _schedule_next_poll(job, poll_count, minimum_s=after_s, rt=rt)
             case ended if ended.won:
-                last_pending = None if claim.previous_at is None else datetime.fromtimestamp(claim.previous_at, UTC)
-                record_completion(job, seen_at=now, last_pending=last_pending, rt=rt)
+                record_completion(job, seen_at=now, rt=rt)
         return
     if result is not None and result.state == UpstreamState.FAILED:
         error = result.error or ProviderError("the upstream task failed", provider=job.provider)
         fail_job(job_id, from_=JobStatus.RUNNING, code=error.code, message=error.message, rt=rt,
-                 poll_count=polled)  # fmt: skip
+                 expected_poll_count=poll_count, poll_count=polled)  # fmt: skip
         return
-    _schedule_next_poll(job, polled, minimum_s=retry_after, rt=rt)
+    _schedule_next_poll(job, poll_count, minimum_s=retry_after, rt=rt)
 
 
 def _ask_upstream(job: Job, poll_count: int, *, rt: Runtime) -> tuple[PollResult | None, float]:
@@ -85,27 +79,21 @@ def _poll_token(job: Job, poll_count: int, *, rt: Runtime) -> bool:
         case Admitted():
             return True
         case Waiting(wait_s=float(delay)):
-            _send_link(job, poll_count, delay_s=delay, rt=rt)
+            next_poll_at = rt.clock() + timedelta(seconds=delay)
+            with rt.session() as session, session.begin():
+                won = jobs_repo.rearm_poll(session=session, job_id=job.id, poll_count=poll_count,
+                                           next_poll_at=next_poll_at)  # fmt: skip
+            if won:
+                rt.sender.poll(job.id, poll_count, route=route_of(job), countdown_s=delay)
     return False
 
 
-def _schedule_next_poll(job: Job, link: int, *, minimum_s: float, rt: Runtime) -> None:
-    """Send ``link``, the next one of the chain, when the policy says (never sooner than ``minimum_s``)."""
+def _schedule_next_poll(job: Job, poll_count: int, *, minimum_s: float, rt: Runtime) -> None:
     now = rt.clock()
-    delay = max(next_poll_delay(link, learned_policy(job, rt=rt)), min(minimum_s, 300.0))
-    _send_link(job, link, delay_s=clamp_to_deadline(delay, now=now, deadline=job.deadline_at), rt=rt)
-
-
-def _send_link(job: Job, link: int, *, delay_s: float, rt: Runtime) -> None:
-    """The next link in ``delay_s``; the row hears of it only when its promise to the sweeper would go stale."""
-    if rt.poll_chains.current(job.id) not in (None, link):
-        return  # the chain moved on meanwhile (an upstream callback claimed this link): its poll is on its way
-    now = rt.clock()
-    due = now + timedelta(seconds=delay_s)
-    if needs_heartbeat(promised=job.next_poll_at, next_due=due, overdue_s=rt.settings.sweeper.poll_overdue_s):
-        with rt.session() as session, session.begin():
-            alive = jobs_repo.heartbeat_poll(session=session, job_id=job.id, poll_count=link, next_poll_at=due,
-                                             now=now)  # fmt: skip
-        if not alive:
-            return  # the job ended meanwhile (a cancel, the sweeper's deadline)
-    rt.sender.poll(job.id, link, route=route_of(job), countdown_s=delay_s)
+    delay = max(next_poll_delay(poll_count + 1, learned_policy(job, rt=rt)), min(minimum_s, 300.0))
+    delay = clamp_to_deadline(delay, now=now, deadline=job.deadline_at)
+    with rt.session() as session, session.begin():
+        won = jobs_repo.advance_poll(session=session, job_id=job.id, expected_poll_count=poll_count, now=now,
+                                     next_poll_at=now + timedelta(seconds=delay))  # fmt: skip
+    if won:
+        rt.sender.poll(job.id, poll_count + 1, route=route_of(job), countdown_s=delay)

@@ -15,7 +15,6 @@ from sqlmodel import Session
 from shared.config import DEFAULT_CHANNEL, Settings
 from shared.db.tables import utcnow
 from shared.errors import ConfigurationError
-from shared.poll_chains import InMemoryPollChains, PollChains
 from shared.queue import Route
 from shared.storage import ObjectStorage
 from worker.capacity import Capacity
@@ -60,8 +59,6 @@ class Runtime:
     inflight: InflightCalls = field(default_factory=InflightCalls.inline)
     #: webhook receivers that answered fast last time: sent the next webhook inline (``worker.fast_receivers``)
     fast_receivers: FastReceivers = field(default_factory=FastReceivers)
-    #: which link of each running job's poll chain may poll next (``shared.poll_chains``; Redis in a worker)
-    poll_chains: PollChains = field(default_factory=InMemoryPollChains)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -15,7 +15,6 @@ from shared.db import jobs_repo
 from shared.db.tables import Job
 from shared.errors import ErrorCode
 from shared.jobs import JobStatus
-from shared.poll_chains import next_link
 from shared.queue import route_of
 from worker.batch_completion import finish_batches
 from worker.ending import fail_job
@@ -107,9 +106,8 @@ def _restart_overdue_polls(rt: Runtime) -> int:
     for job in jobs:
         with rt.session() as session, session.begin():
             won = jobs_repo.rearm_poll(session=session, job_id=job.id, poll_count=job.poll_count, next_poll_at=now)
-        if won:  # the link the chain waits for: one that was only late and this one race, and one of them polls
-            link = next_link(rt.poll_chains, job.id, floor=job.poll_count)
-            rt.sender.poll(job.id, link, route=route_of(job), countdown_s=0)
+        if won:
+            rt.sender.poll(job.id, job.poll_count, route=route_of(job), countdown_s=0)
             restarted += 1
     return restarted
 

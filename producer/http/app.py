@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from producer.accept_writer import AcceptWriter
@@ -41,7 +40,6 @@ from shared.db.engine import make_engine
 from shared.egress import EgressPolicy
 from shared.errors import ConfigurationError
 from shared.logs import configure_logging
-from shared.poll_chains import RedisPollChains
 from shared.provider_modes import log_provider_report
 from shared.queue import TaskSender, make_celery
 from shared.storage import open_storage
@@ -75,9 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             egress=EgressPolicy.from_lists(hosts=settings.egress.allow_hosts, networks=settings.egress.allow_networks),
             writer=writer,
             expected=ExpectedDurations.from_url(settings.redis_url),
-            poll_chains=RedisPollChains(
-                SyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
-            ),
         )
         limiter = RateLimiter(Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2))
         keys = KeyDirectory(

@@ -4,8 +4,8 @@ BFL webhook), so the job is polled now instead of at its next (sparse) safety po
 A callback is a hint, never a result (R16): the token (``shared.upstream_callbacks``) is checked in constant time,
 the body is only read to skip statuses that are still under way, and the answer (200) comes in milliseconds;
 the work is a poll task, which reads the upstream as every poll does. For a running job the poll chain is moved
-on by one link (the link it waits for is claimed, ``shared.poll_chains``) and the next link's poll is sent at once:
-a link still queued with the old number stops without polling, so the poll made after the upstream's change decides.
+on by one link (compare-and-set on ``poll_count``) and that link's poll is sent at once: a link still queued, or
+in flight, with the old count can no longer write anything, so the poll made after the upstream's change decides.
 Duplicates and replays are harmless: a later one finds the job finished (nothing to do) or moves the chain once
 more (one more upstream read, never a second charge or webhook). A job not running yet (the upstream finished
 before our submit was recorded) gets one early poll of link 0. Any lost callback is covered by the safety poll
@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Final, Protocol
 
@@ -28,9 +29,9 @@ from sqlmodel import Session
 
 from producer.http.context import ApiContext, api_context
 from producer.http.errors import ApiError
-from shared.db.tables import Job
+from shared.db import jobs_repo
+from shared.db.tables import Job, utcnow
 from shared.jobs import TERMINAL, JobStatus
-from shared.poll_chains import PollChains, next_link
 from shared.queue import Route, route_of
 from shared.upstream_callbacks import CALLBACK_PROVIDERS, ROUTE_PREFIX, token_is_valid
 
@@ -84,12 +85,7 @@ async def upstream_callback(
     if reports_pending(await request.body()):
         return CallbackAnswer(action=Action.IGNORED_PENDING)
     action = await run_in_threadpool(
-        react_to_callback,
-        job_id,
-        provider=provider,
-        session=context.session,
-        sender=context.sender,
-        chains=context.poll_chains,
+        react_to_callback, job_id, provider=provider, session=context.session, sender=context.sender, now=utcnow()
     )
     log.info("upstream callback for job %s (%s): %s", job_id, provider, action)
     return CallbackAnswer(action=action)
@@ -108,7 +104,7 @@ def reports_pending(body: bytes) -> bool:
 
 
 def react_to_callback(
-    job_id: str, *, provider: str, session: SessionFactory, sender: PollSender, chains: PollChains | None
+    job_id: str, *, provider: str, session: SessionFactory, sender: PollSender, now: datetime
 ) -> Action:
     """Send the poll that finds out what changed (see the module docstring); ``ApiError`` 404 for no such job."""
     for _ in range(_ATTEMPTS):
@@ -122,14 +118,11 @@ def react_to_callback(
         if job.status != JobStatus.RUNNING:
             sender.poll(job_id, 0, route=route, countdown_s=EARLY_POLL_S)
             return Action.EARLY_POLL_SENT
-        if chains is None:  # no chains to move: a poll of the row's link, which the chain's own link may beat
-            sender.poll(job_id, job.poll_count, route=route, countdown_s=0)
-            return Action.POLL_SENT
-        link = next_link(chains, job_id, floor=job.poll_count)
-        claim = chains.claim(job_id, link)
-        if claim is None:
-            return Action.CHAIN_BUSY  # Redis unreachable: the chain's own links cannot poll either
-        if claim.won:
-            sender.poll(job_id, link + 1, route=route, countdown_s=0)
+        with session() as writing, writing.begin():
+            moved = jobs_repo.advance_poll(
+                session=writing, job_id=job_id, expected_poll_count=job.poll_count, next_poll_at=now
+            )
+        if moved:
+            sender.poll(job_id, job.poll_count + 1, route=route, countdown_s=0)
             return Action.POLL_SENT
     return Action.CHAIN_BUSY

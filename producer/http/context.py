@@ -17,12 +17,9 @@ from shared.catalog import Catalog
 from shared.completion_latencies import ExpectedDurations
 from shared.config import Settings
 from shared.db import jobs_repo
-from shared.db.tables import Job
 from shared.egress import EgressPolicy
 from shared.files import ResultUrls
 from shared.inline_inputs import InlineInputs
-from shared.jobs import JobStatus
-from shared.poll_chains import PollChains
 from shared.progress import progress_of
 from shared.queue import TaskSender
 from shared.storage import ObjectStorage
@@ -44,8 +41,6 @@ class ApiContext:
     writer: AcceptWriter
     #: the learned completion times a running job's ``expected_done_at`` comes from (None: no estimates)
     expected: ExpectedDurations | None = None
-    #: the workers' poll chains: how far a running job's polling got (the row holds a floor of it)
-    poll_chains: PollChains | None = None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -65,17 +60,8 @@ class ApiContext:
             images = jobs_repo.list_images(session=session, job_id=job_id)
             cost = jobs_repo.get_cost(session=session, job_id=job_id)
             progress = progress_of(session, job, expected_s=self.expected.seconds if self.expected else None)
-        view = job_view(job, images=images, cost=cost, sign=self.sign, results_kept_s=self.settings.retention.results_s,
+        return job_view(job, images=images, cost=cost, sign=self.sign, results_kept_s=self.settings.retention.results_s,
                         progress=progress)  # fmt: skip
-        polls = self.polls_of(job)
-        return view if polls == view.poll_count else view.model_copy(update={"poll_count": polls})
-
-    def polls_of(self, job: Job) -> int:
-        """The polls a job has had: the row's count, or for a running job its poll chain's (a pending poll commits
-        nothing, ``shared.poll_chains``)."""
-        if job.status != JobStatus.RUNNING or self.poll_chains is None:
-            return job.poll_count
-        return max(job.poll_count, self.poll_chains.current(job.id) or 0)
 
 
 def api_context(request: Request) -> ApiContext:

@@ -93,7 +93,7 @@ def _read(context: ApiContext, job_id: str, owner: str, after: int) -> _Read:
             select(JobEvent).where(JobEvent.job_id == job_id, col(JobEvent.id) > after).order_by(col(JobEvent.id))
         )
         events = [_event(row) for row in session.exec(statement)]
-        return _Read(status=job.status, poll_count=context.polls_of(job), events=events)
+        return _Read(status=job.status, poll_count=job.poll_count, events=events)
 
 
 def _status(context: ApiContext, job_id: str) -> str | None:

@@ -235,27 +235,28 @@ def _compare_and_set_returning(
     if not can_transition(from_, to):
         raise ValueError(f"{from_} → {to} is not a job transition")
     conditions = [col(Job.id) == job_id, col(Job.status) == from_, *where]
-    statement = update(Job).where(*conditions).values(status=to, updated_at=now, **(values or {})).returning(Job)
+    statement = (
+        update(Job).where(*conditions).values(status=to, updated_at=now, **(values or {})).returning(Job)
+    )
     job = session.exec(statement, execution_options={**_NO_SYNC, "populate_existing": True}).scalars().first()
     if job is not None:
         session.add(JobEvent(job_id=job_id, from_status=from_, to_status=to, at=now, detail=detail))
     return job
 
 
-def heartbeat_poll(
-    *, session: Session, job_id: str, poll_count: int, next_poll_at: datetime, now: datetime | None = None
+def advance_poll(
+    *, session: Session, job_id: str, expected_poll_count: int, next_poll_at: datetime, now: datetime | None = None
 ) -> bool:
-    """Record how far a running job's poll chain got and when it promises its next poll (``shared.poll_chains``
-    decides when that is needed; which link may poll is kept there, not here). The count only grows. Not a status
-    change: no event."""
+    """Advance the poll chain by one (a poll that found the task pending); only one holder of
+    ``expected_poll_count`` can win. Not a status change: no event."""
     statement = (
         update(Job)
         .where(
             col(Job.id) == job_id,
             col(Job.status) == JobStatus.RUNNING,
-            col(Job.poll_count) <= poll_count,
+            col(Job.poll_count) == expected_poll_count,
         )
-        .values(poll_count=poll_count, next_poll_at=next_poll_at, updated_at=now or utcnow())
+        .values(poll_count=expected_poll_count + 1, next_poll_at=next_poll_at, updated_at=now or utcnow())
     )
     return session.exec(statement, execution_options=_NO_SYNC).rowcount == 1
 

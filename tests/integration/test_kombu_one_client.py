@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from kombu import Connection, Exchange, Producer, Queue
 
 from shared import kombu_workarounds
@@ -13,7 +11,7 @@ def test_publishes_reuse_one_redis_client_and_every_message_arrives(redis_url: s
     kombu_workarounds.apply()
     queue = Queue("one-client", Exchange("one-client"), routing_key="one-client")
     with Connection(redis_url) as connection:
-        channel: Any = connection.channel()  # kombu's Redis channel (the abstract type lacks these methods)
+        channel = connection.channel()
         producer = Producer(channel, exchange=queue.exchange, routing_key="one-client")
         queue(channel).declare()
         with channel.conn_or_acquire() as first:

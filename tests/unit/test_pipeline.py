@@ -230,7 +230,6 @@ def test_permanent_submit_error_fails_the_job_without_cost(harness: Harness) -> 
 
 def test_poll_pending_advances_the_chain_and_sends_the_next_poll(harness: Harness) -> None:
     job_id = _start_running(harness, "up-7")
-    before = harness.job(job_id)
     harness.kling.polls.append(pending())
 
     poll_job(job_id, 0, rt=harness.rt)
@@ -238,8 +237,7 @@ def test_poll_pending_advances_the_chain_and_sends_the_next_poll(harness: Harnes
     assert harness.kling.polled == ["up-7"]
     job = harness.job(job_id)
     assert job.status == JobStatus.RUNNING
-    assert harness.rt.poll_chains.current(job_id) == 1  # the chain moved on; the row was not written
-    assert (job.poll_count, job.updated_at, job.next_poll_at) == (0, before.updated_at, before.next_poll_at)
+    assert job.poll_count == 1
     next_poll = harness.sender.polls[-1]
     assert next_poll[:2] == (job_id, 1)
     assert 3.8 * 0.95 <= next_poll[2] <= 3.8 * 1.05  # inside the usual window: interval_s = 3.8 (±5 %)
@@ -294,31 +292,6 @@ def test_poll_result_that_is_not_an_image_fails_the_job(harness: Harness) -> Non
     assert harness.costs(job_id) == []
 
 
-def test_a_long_running_job_tells_its_row_where_its_chain_is_before_the_sweeper_would_restart_it(
-    harness: Harness,
-) -> None:
-    job_id = _start_running(harness)
-    overdue_s = harness.rt.settings.sweeper.poll_overdue_s
-    writes = []
-    for link in range(40):
-        [*_, (_, sent_link, delay)] = harness.sender.polls
-        assert sent_link == link
-        harness.advance(delay)
-        before = harness.job(job_id)
-        harness.kling.polls.append(pending())
-        poll_job(job_id, link, rt=harness.rt)
-        after = harness.job(job_id)
-        if after.next_poll_at != before.next_poll_at:
-            writes.append(link)
-            assert after.poll_count == link + 1
-        # the promise the sweeper checks is never broken while the chain keeps its schedule
-        [*_, (_, _, next_delay)] = harness.sender.polls
-        due = harness.clock.now + timedelta(seconds=next_delay)
-        assert after.next_poll_at is not None
-        assert due <= after.next_poll_at + timedelta(seconds=overdue_s / 2)
-    assert 0 < len(writes) < 40 / 2  # far fewer commits than polls
-
-
 @pytest.mark.parametrize("current_count", [0, 1])
 def test_stale_or_duplicated_poll_message_is_a_no_op(harness: Harness, current_count: int) -> None:
     job_id = _start_running(harness)
@@ -333,7 +306,7 @@ def test_stale_or_duplicated_poll_message_is_a_no_op(harness: Harness, current_c
 
     assert harness.kling.polled == polled
     assert harness.sender.polls == sent
-    assert harness.rt.poll_chains.current(job_id) == current_count
+    assert harness.job(job_id).poll_count == current_count
 
 
 def test_poll_of_a_finished_job_does_not_call_the_provider(harness: Harness) -> None:
@@ -385,8 +358,8 @@ def test_transient_poll_error_keeps_polling(harness: Harness) -> None:
 
     poll_job(job_id, 0, rt=harness.rt)
 
-    assert harness.job(job_id).status == JobStatus.RUNNING
-    assert harness.rt.poll_chains.current(job_id) == 1
+    job = harness.job(job_id)
+    assert (job.status, job.poll_count) == (JobStatus.RUNNING, 1)
     assert harness.sender.polls[-1][:2] == (job_id, 1)
 
 
@@ -527,18 +500,18 @@ def test_transition_refuses_a_change_the_table_forbids(make_harness: HarnessFact
         jobs_repo.transition(session=session, job_id=job_id, from_=JobStatus.QUEUED, to=JobStatus.SUCCEEDED)
 
 
-def test_the_rows_poll_count_only_grows(make_harness: HarnessFactory, database_url: str) -> None:
+def test_only_one_holder_of_a_poll_count_advances_the_chain(make_harness: HarnessFactory, database_url: str) -> None:
     harness = make_harness(database_url)
     job_id = _start_running(harness)
     at = harness.clock.now + _seconds(10)
 
     with harness.session() as session, session.begin():
-        ahead = jobs_repo.heartbeat_poll(session=session, job_id=job_id, poll_count=3, next_poll_at=at)
+        first = jobs_repo.advance_poll(session=session, job_id=job_id, expected_poll_count=0, next_poll_at=at)
     with harness.session() as session, session.begin():
-        behind = jobs_repo.heartbeat_poll(session=session, job_id=job_id, poll_count=2, next_poll_at=at)
+        second = jobs_repo.advance_poll(session=session, job_id=job_id, expected_poll_count=0, next_poll_at=at)
 
-    assert (ahead, behind) == (True, False)
-    assert harness.job(job_id).poll_count == 3
+    assert (first, second) == (True, False)
+    assert harness.job(job_id).poll_count == 1
 
 
 def test_a_webhook_attempt_is_claimed_once(make_harness: HarnessFactory, database_url: str) -> None:

@@ -97,16 +97,15 @@ def test_sweep_restarts_an_overdue_poll_chain_at_its_current_poll_count(harness:
     harness.sender.polls.clear()
 
     # When the sweeper runs long after next_poll_at
-    harness.advance(10.0 + 60)  # the row's promise: the first poll, a few seconds away; poll_overdue_s = 60
+    harness.advance(4.0 + 60)  # next poll ≤ 3.8 s (+5 %) away, poll_overdue_s = 60
     report = sweep(rt=harness.rt)
     again = sweep(rt=harness.rt)
 
-    # Then the chain restarts once, with the link it waits for, at once (the row's count is only a floor: the
-    # pending polls wrote nothing)
+    # Then the chain restarts once, with the job's current poll_count, at once
     assert harness.sender.polls == [(job_id, 2, 0)]
     assert (report.restarted_polls, again.restarted_polls) == (1, 0)
     job = harness.job(job_id)
-    assert job.poll_count == 0
+    assert job.poll_count == 2
     assert job.next_poll_at == harness.clock.now
 
 

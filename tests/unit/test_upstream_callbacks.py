@@ -24,7 +24,6 @@ from producer.http.errors import ApiError, install_error_handlers
 from shared.catalog import PollingPolicy
 from shared.config import BflSettings, KlingSettings, Settings
 from shared.jobs import JobStatus
-from shared.poll_chains import Claim, InMemoryPollChains, PollChains
 from shared.upstream_callbacks import callback_token, callback_url, callbacks_enabled, token_is_valid
 from tests.conftest import make_settings
 from tests.fakes import RecordingSender, accepted, completed, pending, succeeded
@@ -58,7 +57,7 @@ def start_running(harness: Harness) -> str:
 
 def callback(harness: Harness, job_id: str, provider: str = "kling") -> Action:
     return react_to_callback(
-        job_id, provider=provider, session=harness.rt.session, sender=harness.sender, chains=harness.rt.poll_chains
+        job_id, provider=provider, session=harness.rt.session, sender=harness.sender, now=harness.clock.now
     )
 
 
@@ -208,7 +207,8 @@ def test_a_callback_moves_the_chain_on_and_polls_at_once(harness: Harness) -> No
 
     assert callback(harness, job_id) == Action.POLL_SENT
 
-    assert harness.rt.poll_chains.current(job_id) == 1  # the chain waits for the callback's link, not the queued one
+    job = harness.job(job_id)
+    assert (job.poll_count, job.next_poll_at) == (1, harness.clock.now)
     assert harness.sender.polls[-1] == (job_id, 1, 0)
     # the safety link still queued (poll 0) is now a no-op; the callback's link reads the upstream and finishes
     poll_job(job_id, 0, rt=harness.rt)
@@ -261,10 +261,10 @@ def test_a_callback_during_a_poll_in_flight_is_not_lost(harness: Harness, monkey
     monkeypatch.setattr(harness.kling, "poll", poll_that_crosses_the_callback)
     poll_job(job_id, 0, rt=harness.rt)
 
-    # Then the in-flight poll schedules nothing (the callback took its next link) and the callback's poll is due now
+    # Then the in-flight poll schedules nothing (its link is stale) and the callback's poll is due now
     assert actions == [Action.POLL_SENT]
-    assert harness.sender.polls[1:] == [(job_id, 2, 0)]
-    assert harness.rt.poll_chains.current(job_id) == 2
+    assert harness.sender.polls[1:] == [(job_id, 1, 0)]
+    assert harness.job(job_id).poll_count == 1
 
 
 def test_a_callback_before_the_submit_is_recorded_polls_link_0_a_little_later(harness: Harness) -> None:
@@ -287,17 +287,18 @@ def test_a_callback_for_no_such_job_or_another_provider_is_not_found(harness: Ha
 
 def test_a_chain_that_keeps_moving_is_left_to_its_own_polls(harness: Harness) -> None:
     job_id = start_running(harness)
+    link = 0
 
-    class MovingChains(InMemoryPollChains):
-        """Another link claims the chain between every look at it and the callback's own claim."""
-
-        def claim(self, job_id: str, link: int, *, at: float | None = None) -> Claim | None:
-            super().claim(job_id, link, at=at)
-            return super().claim(job_id, link, at=at)
+    def moving_chain() -> AbstractContextManager[Session]:
+        """Another poll advances the chain before every read and compare-and-set."""
+        nonlocal link
+        harness.kling.polls.append(pending())
+        poll_job(job_id, link, rt=harness.rt)
+        link += 1
+        return harness.rt.session()
 
     sender = RecordingSender()
-    action = react_to_callback(job_id, provider="kling", session=harness.rt.session, sender=sender,
-                               chains=MovingChains())  # fmt: skip
+    action = react_to_callback(job_id, provider="kling", session=moving_chain, sender=sender, now=harness.clock.now)
 
     assert action == Action.CHAIN_BUSY
     assert sender.polls == []
@@ -334,7 +335,6 @@ class Context:
     settings: Settings
     session: Callable[[], AbstractContextManager[Session]]
     sender: RecordingSender
-    poll_chains: PollChains
 
 
 @pytest.fixture
@@ -342,12 +342,7 @@ def api(harness: Harness) -> Iterator[TestClient]:
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(callbacks_routes.router)
-    app.state.context = Context(
-        settings=harness.rt.settings,
-        session=harness.rt.session,
-        sender=harness.sender,
-        poll_chains=harness.rt.poll_chains,
-    )
+    app.state.context = Context(settings=harness.rt.settings, session=harness.rt.session, sender=harness.sender)
     with TestClient(app) as client:
         yield client
 

@@ -24,10 +24,10 @@ def learned_policy(job: Job, *, rt: Runtime) -> PollingPolicy:
     return safety_poll.policy_for(learned, provider=job.provider, settings=rt.settings)
 
 
-def record_completion(job: Job, *, seen_at: datetime, last_pending: datetime | None, rt: Runtime) -> None:
+def record_completion(job: Job, *, seen_at: datetime, rt: Runtime) -> None:
     """Teach the poll schedule when this upstream model's tasks finish: after the last poll that saw the task
-    pending (``last_pending``, from the poll chain; None: none did) and by the poll that saw it done, in seconds
-    since the job started running (the row's ``running_since``: no read of its history)."""
+    pending (the row's last update) and by the poll that saw it done, in seconds since the job started running
+    (the row's ``running_since``: no read of its history)."""
     started = job.running_since
     if started is None:  # a job that started running before the column existed
         with rt.session() as session:
@@ -35,8 +35,8 @@ def record_completion(job: Job, *, seen_at: datetime, last_pending: datetime | N
         started = max((event.at for event in events if event.to_status == JobStatus.RUNNING), default=None)
     if started is None:
         return
-    after_s = 0.0 if last_pending is None else (last_pending - started).total_seconds()
-    by_s = (seen_at - started).total_seconds()
+    last_pending = job.updated_at if job.poll_count > 0 else started
+    after_s, by_s = (last_pending - started).total_seconds(), (seen_at - started).total_seconds()
     rt.latency.record(_latency_key(job), Completion.between(after_s, by_s))
 
 
