@@ -12,7 +12,7 @@ from typing import Any
 
 from shared import metrics
 from shared.db import jobs_repo
-from shared.db.tables import CostEntry, Job, JobImage, WebhookDelivery
+from shared.db.tables import Job, JobImage, WebhookDelivery
 from shared.jobs import TERMINAL, JobStatus
 from worker import webhooks
 from worker.runtime import Runtime
@@ -55,7 +55,7 @@ def succeed_job(
     if ended is None:
         return False
     metrics.COST.labels(model=cost.model, currency=cost.currency).inc(float(cost.amount))
-    _after_terminal(ended, delivery, images=stored, cost=cost, rt=rt)
+    _after_terminal(ended, delivery, rt=rt)
     return True
 
 
@@ -103,16 +103,9 @@ def fail_job_wherever(job_id: str, *, code: str, message: str, rt: Runtime, to: 
     return fail_job(job_id, from_=JobStatus(job.status), code=code, message=message, rt=rt, to=to)
 
 
-def _after_terminal(
-    job: Job,
-    delivery: WebhookDelivery | None,
-    *,
-    rt: Runtime,
-    images: Sequence[JobImage] = (),
-    cost: CostEntry | None = None,
-) -> None:
+def _after_terminal(job: Job, delivery: WebhookDelivery | None, *, rt: Runtime) -> None:
     metrics.count_finished(job)  # only the winner of the terminal compare-and-set gets here
     rt.capacity.release(job)  # the job's upstream task is over: its concurrency slots are free
     rt.announce_done(job.id)
     if delivery is not None and delivery.id is not None:
-        webhooks.deliver_first_attempt(delivery, job=job, images=images, cost=cost, rt=rt)
+        webhooks.deliver_first_attempt(delivery, rt=rt)

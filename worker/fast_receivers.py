@@ -4,9 +4,6 @@ A delivery from the webhook task costs a broker round trip and a second task; a 
 2xx within ``FAST_MS`` is sent the next one directly by the submit or poll task that ended the job (the same
 attempt, claim and retry schedule as the webhook task's). A receiver not seen yet, or slow, or failing, goes
 through the webhook task, so a slow receiver never holds a submit or poll worker for long twice in a row.
-
-A receiver is an endpoint: scheme, host, port and path. Callback URLs usually name the job in their query string
-(``/hook?job=…``), so keyed by the whole URL no receiver would ever be seen twice.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from typing import Final
-from urllib.parse import urlsplit
 
 #: a 2xx within this many milliseconds makes a receiver "fast"
 FAST_MS: Final = 250
@@ -32,18 +28,11 @@ class FastReceivers:
 
     def is_fast(self, url: str) -> bool:
         with self._lock:
-            return self._fast.get(endpoint_of(url), False)
+            return self._fast.get(url, False)
 
     def note(self, url: str, *, delivered: bool, latency_ms: int) -> None:
-        endpoint = endpoint_of(url)
         with self._lock:
-            self._fast[endpoint] = delivered and latency_ms <= FAST_MS
-            self._fast.move_to_end(endpoint)
+            self._fast[url] = delivered and latency_ms <= FAST_MS
+            self._fast.move_to_end(url)
             while len(self._fast) > self._max:
                 self._fast.popitem(last=False)
-
-
-def endpoint_of(url: str) -> str:
-    """The receiver a callback URL names: the URL without its query string and fragment."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"

@@ -119,53 +119,11 @@ def deliver_webhook(delivery_id: int, *, rt: Runtime, claimed: bool = False) -> 
         delivery = session.get(WebhookDelivery, delivery_id)
         assert delivery is not None  # claimed: by us just now, or by its creator
         subject = _subject_of(session, delivery, rt=rt)
-        secrets = _secrets_unless_disabled(session, delivery, subject, now=now, rt=rt)
-    if secrets is not None:
-        _attempt(delivery, subject, secrets, rt=rt)
-
-
-def deliver_first_attempt(
-    delivery: WebhookDelivery,
-    *,
-    job: Job,
-    images: Sequence[JobImage],
-    cost: CostEntry | None,
-    rt: Runtime,
-) -> None:
-    """Right after the terminal commit: the attempt itself when it was created claimed, else the webhook task.
-
-    The ended job, its images and its cost are what the terminal transaction just wrote, so the payload is built
-    from them instead of read back."""
-    assert delivery.id is not None
-    if delivery.state != "sending":
-        rt.sender.webhook(delivery.id)
-        return
-    try:
-        with rt.session() as session:
-            body = _payload(job, delivery, images=images, cost=cost, progress=progress_of(session, job), rt=rt)
-            subject = _Subject(owner=job.owner, body=body, job=job)
-            secrets = _secrets_unless_disabled(session, delivery, subject, now=rt.clock(), rt=rt)
-        if secrets is not None:
-            _attempt(delivery, subject, secrets, rt=rt)
-    except Exception:  # the attempt stays claimed; the sweeper re-sends it once that claim is stale
-        log.warning("webhook %s: inline delivery failed; left to the sweeper", delivery.id, exc_info=True)
-
-
-def _secrets_unless_disabled(
-    session: Session, delivery: WebhookDelivery, subject: _Subject, *, now: datetime, rt: Runtime
-) -> list[str] | None:
-    """The tenant's signing secrets, or None after marking the attempt skipped (its URL answered 410 once)."""
-    if is_disabled(session=session, owner=subject.owner, url=delivery.url):
-        row = session.merge(delivery)
-        _finish(session, row, AttemptResult(None, "endpoint disabled (410 Gone)", 0), now, state="skipped")
-        session.commit()
-        return None
-    return signing_secrets(session=session, owner=subject.owner, settings=rt.settings, now=now)
-
-
-def _attempt(delivery: WebhookDelivery, subject: _Subject, secrets: Sequence[str], *, rt: Runtime) -> None:
-    """POST the attempt, record its outcome on its row and schedule the next attempt when it failed."""
-    assert delivery.id is not None
+        if is_disabled(session=session, owner=subject.owner, url=delivery.url):
+            _finish(session, delivery, AttemptResult(None, "endpoint disabled (410 Gone)", 0), now, state="skipped")
+            session.commit()
+            return
+        secrets = signing_secrets(session=session, owner=subject.owner, settings=rt.settings, now=now)
     result = _post(delivery, subject.body, secrets=secrets, rt=rt)
     metrics.WEBHOOK_ATTEMPTS.labels(outcome=_outcome_of(result)).inc()
     metrics.WEBHOOK_SECONDS.observe(result.latency_ms / 1000)
@@ -175,7 +133,8 @@ def _attempt(delivery: WebhookDelivery, subject: _Subject, secrets: Sequence[str
         metrics.WEBHOOK_DELIVERY_DELAY.observe(metrics.seconds_between(subject.job.finished_at, finished))
     delay = _retry_delay(delivery.attempt, result, rt=rt)
     with rt.session() as session, session.begin():
-        row = session.merge(delivery, load=False)  # the row we claimed: no need to read it again
+        row = session.get(WebhookDelivery, delivery_id)
+        assert row is not None
         _finish(session, row, result, finished, state="delivered" if result.delivered else "failed")
         if result.status == 410:
             _disable(session, owner=subject.owner, url=delivery.url, now=finished)
@@ -234,6 +193,18 @@ def send_progress_webhook(delivery: WebhookDelivery | None, *, rt: Runtime) -> N
 def send_at_once(url: str, *, rt: Runtime) -> bool:
     """Whether the task that ends a job sends its webhook's first attempt itself (``worker.fast_receivers``)."""
     return rt.fast_receivers.is_fast(url)
+
+
+def deliver_first_attempt(delivery: WebhookDelivery, *, rt: Runtime) -> None:
+    """Right after the terminal commit: the attempt itself when it was created claimed, else the webhook task."""
+    assert delivery.id is not None
+    if delivery.state != "sending":
+        rt.sender.webhook(delivery.id)
+        return
+    try:
+        deliver_webhook(delivery.id, rt=rt, claimed=True)
+    except Exception:  # the attempt stays claimed; the sweeper re-sends it once that claim is stale
+        log.warning("webhook %s: inline delivery failed; left to the sweeper", delivery.id, exc_info=True)
 
 
 def _retry_delay(attempt: int, result: AttemptResult, *, rt: Runtime) -> float | None:

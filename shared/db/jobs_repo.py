@@ -183,11 +183,10 @@ def end_job(
     if upstream_report:
         values["upstream_report"] = upstream_report
     where = [col(Job.poll_count) == expected_poll_count] if expected_poll_count is not None else []
-    job = _compare_and_set_returning(
-        session, job_id, from_=from_, to=to, now=now, detail=detail, where=where, values=values
-    )
-    if job is None:
+    won = _compare_and_set(session, job_id, from_=from_, to=to, now=now, detail=detail, where=where, values=values)
+    if not won:
         return False, None
+    job = get_job(session=session, job_id=job_id)
     claimed = job.callback_url is not None and send_webhook_now is not None and send_webhook_now(job.callback_url)
     delivery = schedule_webhook(
         session=session, job=job, event_type=f"job.{to.value}", attempt=1, at=now, claimed=claimed
@@ -216,32 +215,6 @@ def _compare_and_set(
     if won:
         session.add(JobEvent(job_id=job_id, from_status=from_, to_status=to, at=now, detail=detail))
     return won
-
-
-def _compare_and_set_returning(
-    session: Session,
-    job_id: str,
-    *,
-    from_: JobStatus,
-    to: JobStatus,
-    now: datetime,
-    detail: str | None,
-    where: Sequence[ColumnElement[bool]] = (),
-    values: Mapping[str, object] | None = None,
-) -> Job | None:
-    """``_compare_and_set`` that hands back the changed row from the same statement (``UPDATE … RETURNING``), so
-    the winner does not read it again: it is in the session's identity map, and ``session.get`` finds it there
-    (https://docs.sqlalchemy.org/en/20/orm/queryguide/dml.html#orm-update-and-delete-with-custom-where-criteria)."""
-    if not can_transition(from_, to):
-        raise ValueError(f"{from_} → {to} is not a job transition")
-    conditions = [col(Job.id) == job_id, col(Job.status) == from_, *where]
-    statement = (
-        update(Job).where(*conditions).values(status=to, updated_at=now, **(values or {})).returning(Job)
-    )
-    job = session.exec(statement, execution_options={**_NO_SYNC, "populate_existing": True}).scalars().first()
-    if job is not None:
-        session.add(JobEvent(job_id=job_id, from_status=from_, to_status=to, at=now, detail=detail))
-    return job
 
 
 def advance_poll(
