@@ -3,7 +3,6 @@ how many of them each provider says a job takes."""
 
 from __future__ import annotations
 
-import itertools
 import random
 import threading
 import time
@@ -118,10 +117,12 @@ def test_measured_rate_never_exceeds_the_limit_across_threads(redis: fakeredis.F
     for thread in threads:
         thread.join()
 
-    gaps = [later - earlier for earlier, later in itertools.pairwise(granted)]
     assert len(granted) >= 5
-    # granted on Redis' clock at least 1/rate apart; our clock reads them a little later or earlier
-    assert min(gaps) > 1 / rate - 0.01
+    # granted on Redis' clock 1/rate apart; our clock reads each a little late (a thread may wait its turn for the
+    # GIL on a loaded machine), so count grants per window rather than trusting one gap between two reads
+    window = 0.2
+    busiest = max(sum(1 for t in granted if start <= t < start + window) for start in granted)
+    assert busiest <= window * rate + 2
     assert len(granted) <= 0.6 * rate + 2
 
 
