@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 from celery import Celery
 from kombu import Exchange, Producer, Queue
 
-from shared import kombu_workarounds
 from shared.catalog import load_catalog
 from shared.config import BROKER_SCHEMES, BrokerKind, Settings
 from shared.jobs import Priority
@@ -180,7 +179,6 @@ def all_queue_names() -> list[str]:
 
 def make_celery(settings: Settings, *, main: str = "imagejobs") -> Celery:
     """A Celery app bound to ``settings``; the producer uses it to send, the worker to run."""
-    kombu_workarounds.apply()  # see the module: surviving a Redis restart, one Redis client per channel
     app = Celery(main, set_as_current=False)
     app.conf.update(celery_config(settings))
     return app

@@ -24,7 +24,7 @@ from shared.logs import begin_task, configure_logging, end_task
 from shared.provider_modes import log_provider_report
 from shared.queue import JOB_DONE_CHANNEL, TaskName, TaskSender, make_celery
 from shared.storage import open_storage
-from worker import ending
+from worker import ending, kombu_workarounds
 from worker.capacity import Capacity
 from worker.inflight import InflightCalls
 from worker.inputs import HttpImageLoader
@@ -42,6 +42,7 @@ try:
 except ConfigurationError as exc:  # one line naming the setting, no traceback
     raise SystemExit(f"imagejobs: {exc}") from None
 configure_logging(log_format=settings.log_format)
+kombu_workarounds.apply()  # the worker must survive a Redis restart (see the module)
 app: Celery = make_celery(settings, main="worker")
 app.conf.include = ["worker.tasks"]
 if settings.celery.heartbeat_file is not None:  # the liveness probe's signal (see worker/liveness.py)
